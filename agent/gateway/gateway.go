@@ -263,12 +263,13 @@ func (g *Gateway) startListener(ctx context.Context, lc *config.Listener) error 
 // connection accepted through it (and so the clients on it).
 func (g *Gateway) stopListener(ctx context.Context, l *Listener) {
 	delete(g.listeners, l.ID())
-	l.stop(ctx)
+	l.stopAccepting()
 	for _, c := range g.Clients() {
-		if c.info.ListenerID == l.ID() {
+		if c.l == l {
 			c.Kick("listener_stopped")
 		}
 	}
+	l.stop(ctx)
 	l.chain.Load().Close()
 	g.log.Info("listener stopped", "listener", l.ID())
 }
@@ -277,12 +278,13 @@ func (g *Gateway) stop(ctx context.Context) {
 	ls := make([]*Listener, 0, len(g.listeners))
 	for _, l := range g.listeners {
 		ls = append(ls, l)
-	}
-	for _, l := range ls {
-		g.stopListener(ctx, l)
+		l.stopAccepting()
 	}
 	for _, c := range g.Clients() {
 		c.Kick("gateway_stopped")
+	}
+	for _, l := range ls {
+		g.stopListener(ctx, l)
 	}
 	if g.status == StatusRunning {
 		g.stoppedAt = time.Now()

@@ -95,9 +95,15 @@ func (c *trackedConn) Close() error {
 	return err
 }
 
-func (l *Listener) stop(ctx context.Context) {
+// stopAccepting closes the socket and cancels Serve; open connections stay.
+func (l *Listener) stopAccepting() {
 	l.cancel()
 	_ = l.tl.Close()
+}
+
+// stop closes every connection accepted here and waits for Serve.
+func (l *Listener) stop(ctx context.Context) {
+	l.stopAccepting()
 	l.connsMu.Lock()
 	l.closed = true
 	conns := make([]*trackedConn, 0, len(l.conns))
