@@ -336,3 +336,27 @@ func bindAddr(b string) string {
 	}
 	return ":" + b
 }
+
+// Rebinder is implemented by the Conns of a udp listener. A UDP "connection"
+// is only a peer address, and NAT rebinding changes it mid-session: the
+// device's next datagram arrives from a new address and so on a new Conn.
+// Once the protocol has matched that datagram to the identity an existing
+// Conn serves (MQTT-SN clientid, CoAP token…), it calls
+// existing.TakeOver(newConn): datagrams from the new address reach the
+// existing Conn from then on, its writes go there, and newConn is closed.
+// The datagram already read from newConn is the protocol's to handle.
+//
+// The reverse case needs nothing from the transport: when a stranger
+// reuses an address an old session had, its datagrams arrive on the old
+// Conn and the protocol, seeing a different identity, must not hand it the
+// old session.
+type Rebinder interface {
+	TakeOver(other Conn) error
+}
+
+// Datagram is implemented by Conns of packet listeners (udp, dtls): each
+// Read returns exactly one datagram (truncated to the buffer if larger)
+// and each Write sends one.
+type Datagram interface {
+	Datagram()
+}
