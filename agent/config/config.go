@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -251,6 +252,13 @@ func (r *ACLRule) Validate() error {
 		}
 		if err := checkFilter(f); err != nil {
 			errs = append(errs, Field(fmt.Sprintf("topics[%d]", i), "%v", err))
+		}
+	}
+	for _, kv := range [][2]string{{"clientid", r.ClientID}, {"username", r.Username}} {
+		if re, ok := strings.CutPrefix(kv[1], "re:"); ok {
+			if _, err := regexp.Compile(re); err != nil {
+				errs = append(errs, Field(kv[0], "bad regexp %q: %v", re, err))
+			}
 		}
 	}
 	if r.IPAddress != "" {

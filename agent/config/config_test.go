@@ -99,6 +99,7 @@ func TestParseErrors(t *testing.T) {
 			`t.toml:2: authorization.rules[0].permission: must be "allow" or "deny", got "maybe"`,
 			`t.toml:4: authorization.rules[0].topics[0]: bad topic filter "a/#/b": '#' must be the whole last level`,
 		}},
+		{"acl bad regexp", "[[authorization.rules]]\npermission = \"allow\"\naction = \"all\"\ntopics = [\"a\"]\nclientid = \"re:dev-(\"", []string{`t.toml:5: authorization.rules[0].clientid: bad regexp "dev-(": error parsing regexp: missing closing ): ` + "`dev-(`"}},
 		{"uplink server", "[uplink]\nserver = \"http://x:1\"", []string{`t.toml:2: uplink.server: unsupported scheme "http" (mqtt, mqtts, ws, wss)`}},
 		{"all errors reported", "[agent]\nsecurity_profile = \"x\"\nbogus = 1\n[gateway.alpha]\nmode = \"z\"\n[gateway.alpha.listeners.udp.u1]\nbind = \"nope\"\n[api]\nlisten = \"bad\"", []string{
 			`t.toml:2: agent.security_profile: must be "hardened" or "legacy", got "x"`,

@@ -146,6 +146,15 @@ func (c *Chain) Len() int {
 	return len(c.links)
 }
 
+// Authenticators returns the chain's authenticators in order (for the API
+// to reach a built_in user database).
+func (c *Chain) Authenticators() []Authenticator {
+	if c == nil {
+		return nil
+	}
+	return append([]Authenticator(nil), c.links...)
+}
+
 // Types lists the chain's authenticator types in order.
 func (c *Chain) Types() []string { return append([]string(nil), c.types...) }
 

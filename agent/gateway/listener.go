@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,7 +128,7 @@ func (l *Listener) update(_ context.Context, lc *config.Listener) error {
 	if err := l.tl.Update(lc); err != nil {
 		return err
 	}
-	if fmt.Sprint(old.Authentication) != fmt.Sprint(lc.Authentication) || old.Authentication.Set != lc.Authentication.Set {
+	if !reflect.DeepEqual(old.Authentication, lc.Authentication) {
 		var chain *Chain
 		if lc.Authentication.Set {
 			c, err := BuildChain(lc.Authentication.Chain, l.gw.m.authnEnv(l.gw.log))

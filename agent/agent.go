@@ -1,0 +1,311 @@
+// Package agent wires edgeway together from a config: the hook bus,
+// metrics, the local broker, the gateway manager (and, as they land, the
+// store, the uplink and the API). It owns start, stop and reload.
+//
+// Sinks start first and stop last, so that a shutdown drains into the
+// store rather than into the void; sources (gateways) start last and stop
+// first.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/edgeway/edgeway/agent/auth"
+	"github.com/edgeway/edgeway/agent/broker"
+	"github.com/edgeway/edgeway/agent/config"
+	"github.com/edgeway/edgeway/agent/gateway"
+	"github.com/edgeway/edgeway/agent/hooks"
+	"github.com/edgeway/edgeway/agent/metrics"
+	"github.com/edgeway/edgeway/board"
+)
+
+// Options are the agent's settings that do not come from the config file.
+type Options struct {
+	// Logger is the root logger; Level, if set, is the LevelVar behind it,
+	// which reloads change.
+	Logger *slog.Logger
+	Level  *slog.LevelVar
+	// BoardRoot is where board identity is read ("/" when empty).
+	BoardRoot string
+	Version   string
+}
+
+// Agent is one running edgeway.
+type Agent struct {
+	opts    Options
+	log     *slog.Logger
+	ident   board.Identity
+	vars    config.MapVars
+	bus     *hooks.Bus
+	metrics *metrics.Registry
+	broker  *broker.Broker
+	gw      *gateway.Manager
+
+	mu      sync.Mutex
+	cfg     *config.Config
+	started bool
+	stopped bool
+	startAt time.Time
+}
+
+// New builds an agent from a checked config. It does no I/O beyond reading
+// the board identity.
+func New(cfg *config.Config, opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.BoardRoot == "" {
+		opts.BoardRoot = "/"
+	}
+	a := &Agent{opts: opts, log: opts.Logger, cfg: cfg, metrics: metrics.NewRegistry()}
+	a.ident = board.ReadIdentity(opts.BoardRoot)
+	a.vars = agentVars(cfg, a.ident)
+	a.bus = hooks.New(hooks.Options{Logger: a.log.With("component", "hooks")})
+	acl, err := auth.NewACL(cfg.Authorization)
+	if err != nil {
+		return nil, fmt.Errorf("authorization: %w", err)
+	}
+	var m *gateway.Manager
+	a.broker = broker.New(broker.Options{OnDrop: func(sid string, msg *broker.Message, reason string) { m.OnDrop(sid, msg, reason) }})
+	m = gateway.NewManager(gateway.ManagerOptions{
+		Broker: a.broker, Hooks: a.bus, Metrics: a.metrics, Authorizer: acl,
+		SecurityProfile: cfg.Agent.SecurityProfile, AgentVars: a.vars,
+		Logger: a.log, DataDir: cfg.Agent.DataDir,
+	})
+	a.gw = m
+	return a, nil
+}
+
+func agentVars(cfg *config.Config, id board.Identity) config.MapVars {
+	host, _ := os.Hostname()
+	v := config.MapVars{"board.serial": id.Serial, "board.model": id.Model, "hostname": host}
+	v["agent.id"] = cfg.Agent.ID.Render(v)
+	return v
+}
+
+// ID is the rendered agent id.
+func (a *Agent) ID() string { return a.vars["agent.id"] }
+
+// Identity is the board identity read at construction.
+func (a *Agent) Identity() board.Identity { return a.ident }
+
+// Logger is the agent's root logger.
+func (a *Agent) Logger() *slog.Logger { return a.log }
+
+// Config is the config in force.
+func (a *Agent) Config() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// Gateways is the gateway manager.
+func (a *Agent) Gateways() *gateway.Manager { return a.gw }
+
+// Broker is the local broker.
+func (a *Agent) Broker() *broker.Broker { return a.broker }
+
+// Hooks is the event bus.
+func (a *Agent) Hooks() *hooks.Bus { return a.bus }
+
+// Metrics is the registry of every counter set.
+func (a *Agent) Metrics() *metrics.Registry { return a.metrics }
+
+// StartedAt is when Start completed.
+func (a *Agent) StartedAt() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.startAt
+}
+
+// Start brings the agent up: data directory, then sinks, then gateways.
+// A gateway that fails to start is logged and reported, but does not stop
+// the others or the agent: a box with one bad serial port must still relay
+// the rest.
+func (a *Agent) Start(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.started {
+		return errors.New("agent: already started")
+	}
+	if err := os.MkdirAll(a.cfg.Agent.DataDir, 0o750); err != nil {
+		return fmt.Errorf("agent: data_dir: %w", err)
+	}
+	a.started = true
+	a.startAt = time.Now()
+	err := a.gw.Apply(ctx, a.cfg.Gateways)
+	if err != nil {
+		a.log.Error("some gateways did not start", "error", err)
+	}
+	a.log.Info("agent started", "id", a.ID(), "board_serial_source", a.ident.Source,
+		"gateways", len(a.gw.List()), "security_profile", a.cfg.Agent.SecurityProfile, "version", a.opts.Version)
+	return err
+}
+
+// Stop shuts down: gateways first (their clients are told), then sinks.
+// It is idempotent and safe after a partial start.
+func (a *Agent) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped {
+		return nil
+	}
+	a.stopped = true
+	a.gw.Close(ctx)
+	a.broker.Close()
+	a.bus.Close()
+	a.log.Info("agent stopped")
+	return ctx.Err()
+}
+
+// Report says what a reload did.
+type Report struct {
+	// Applied lists the sections changed live.
+	Applied []string `json:"applied"`
+	// RestartRequired lists changed sections that take effect on the next start.
+	RestartRequired []string `json:"restart_required"`
+}
+
+// Changed reports whether anything differed.
+func (r Report) Changed() bool { return len(r.Applied)+len(r.RestartRequired) > 0 }
+
+// Reload applies a new, already checked config: it diffs section by
+// section and changes only what differs. An identical config is a no-op.
+// Everything that can fail is built before anything is applied; a gateway
+// that fails to update is reported and the others still apply.
+func (a *Agent) Reload(ctx context.Context, nc *config.Config) (Report, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.cfg
+	var r Report
+	var acl *auth.ACL
+	if !reflect.DeepEqual(old.Authorization, nc.Authorization) {
+		var err error
+		if acl, err = auth.NewACL(nc.Authorization); err != nil {
+			return r, fmt.Errorf("authorization: %w", err)
+		}
+	}
+	live := func(s string) { r.Applied = append(r.Applied, s) }
+	later := func(s string) { r.RestartRequired = append(r.RestartRequired, s) }
+
+	if old.Agent.Log.Level != nc.Agent.Log.Level {
+		if a.opts.Level != nil {
+			a.opts.Level.Set(ParseLevel(nc.Agent.Log.Level))
+			live("agent.log.level")
+		} else {
+			later("agent.log.level")
+		}
+	}
+	if old.Agent.Log.Format != nc.Agent.Log.Format {
+		later("agent.log.format")
+	}
+	if old.Agent.SecurityProfile != nc.Agent.SecurityProfile {
+		a.gw.SetSecurityProfile(nc.Agent.SecurityProfile)
+		live("agent.security_profile")
+	}
+	if old.Agent.ID.String() != nc.Agent.ID.String() {
+		later("agent.id")
+	}
+	if old.Agent.DataDir != nc.Agent.DataDir {
+		later("agent.data_dir")
+	}
+	if old.Agent.ShutdownTimeout != nc.Agent.ShutdownTimeout {
+		live("agent.shutdown_timeout")
+	}
+	if acl != nil {
+		a.gw.SetAuthorizer(acl)
+		live("authorization")
+	}
+	if !reflect.DeepEqual(old.API, nc.API) {
+		later("api")
+	}
+	if !reflect.DeepEqual(old.Uplink, nc.Uplink) {
+		later("uplink")
+	}
+	for _, k := range sortedKeys(nc.Extra, old.Extra) {
+		if !reflect.DeepEqual(old.Extra[k], nc.Extra[k]) {
+			later(k)
+		}
+	}
+	var err error
+	if !reflect.DeepEqual(old.Gateways, nc.Gateways) {
+		for _, name := range unionNames(old.Gateways, nc.Gateways) {
+			if !reflect.DeepEqual(old.Gateways[name], nc.Gateways[name]) {
+				live("gateway." + name)
+			}
+		}
+		err = a.gw.Apply(ctx, nc.Gateways)
+	}
+	a.cfg = nc
+	if r.Changed() {
+		a.log.Info("config reloaded", "applied", r.Applied, "restart_required", r.RestartRequired)
+	} else {
+		a.log.Info("config reloaded: no changes")
+	}
+	return r, err
+}
+
+func sortedKeys(ms ...map[string]any) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range ms {
+		for k := range m {
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, k)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func unionNames(a, b config.Gateways) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range []config.Gateways{a, b} {
+		for k := range m {
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, k)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ParseLevel maps a config log level to slog's.
+func ParseLevel(s string) slog.Level {
+	switch s {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// NewLogger builds the root logger from [agent.log], writing to w.
+func NewLogger(w interface{ Write([]byte) (int, error) }, lc config.Log) (*slog.Logger, *slog.LevelVar) {
+	lv := new(slog.LevelVar)
+	lv.Set(ParseLevel(lc.Level))
+	ho := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
+	if lc.Format == "json" {
+		h = slog.NewJSONHandler(w, ho)
+	} else {
+		h = slog.NewTextHandler(w, ho)
+	}
+	return slog.New(h), lv
+}
