@@ -13,8 +13,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,7 +37,10 @@ type Options struct {
 	Level  *slog.LevelVar
 	// BoardRoot is where board identity is read ("/" when empty).
 	BoardRoot string
-	Version   string
+	// ConfigPath is the file the config came from; pushed configs are
+	// written back to it. Empty: pushes are applied but not persisted.
+	ConfigPath string
+	Version    string
 }
 
 // Agent is one running edgeway.
@@ -251,6 +256,120 @@ func (a *Agent) Reload(ctx context.Context, nc *config.Config) (Report, error) {
 		a.log.Info("config reloaded: no changes")
 	}
 	return r, err
+}
+
+// HistoryKeep is how many earlier config versions are kept.
+const HistoryKeep = 10
+
+// ApplyTOML is the one apply path for a config coming from outside (a
+// SIGHUP re-read, the HTTP API, a fleet push): parse and check it, apply
+// what differs live, then — for pushes (persist) — write it atomically to
+// the config file. Every applied version is kept in
+// <data_dir>/config-history (the last HistoryKeep). A config that does not
+// parse or validate touches nothing and returns config.Errors.
+func (a *Agent) ApplyTOML(ctx context.Context, data []byte, source string, persist bool) (Report, error) {
+	name := a.opts.ConfigPath
+	if name == "" || source != "file" {
+		name = source
+	}
+	nc, err := config.Parse(data, name)
+	if err != nil {
+		return Report{}, err
+	}
+	if persist && a.opts.ConfigPath != "" {
+		if err := writeAtomic(a.opts.ConfigPath, data); err != nil {
+			return Report{}, fmt.Errorf("agent: write config: %w", err)
+		}
+	}
+	r, err := a.Reload(ctx, nc)
+	if herr := a.keepHistory(data); herr != nil {
+		a.log.Warn("config history not written", "error", herr)
+	}
+	if a.bus.Enabled(hooks.Name("config.applied")) {
+		a.bus.Emit(hooks.Event{Name: "config.applied", Time: time.Now(), Reason: source})
+	}
+	return r, err
+}
+
+// writeAtomic replaces path with data: temp file in the same directory,
+// fsync, rename, fsync of the directory, so a power cut leaves either the
+// old or the new file, never half of one.
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".edgeway-*.toml")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o640); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func (a *Agent) keepHistory(data []byte) error {
+	dir := filepath.Join(a.Config().Agent.DataDir, "config-history")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	name := filepath.Join(dir, "edgeway-"+time.Now().UTC().Format("20060102T150405.000000000Z")+".toml")
+	if err := writeAtomic(name, data); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var files []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "edgeway-") && strings.HasSuffix(e.Name(), ".toml") {
+			files = append(files, e.Name())
+		}
+	}
+	sort.Strings(files)
+	for len(files) > HistoryKeep {
+		_ = os.Remove(filepath.Join(dir, files[0]))
+		files = files[1:]
+	}
+	return nil
+}
+
+// History lists the kept config versions, newest last.
+func (a *Agent) History() ([]string, error) {
+	dir := filepath.Join(a.Config().Agent.DataDir, "config-history")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, filepath.Join(dir, e.Name()))
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 func sortedKeys(ms ...map[string]any) []string {

@@ -130,7 +130,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log, level := agent.NewLogger(stderr, cfg.Agent.Log)
-	a, err := agent.New(cfg, agent.Options{Logger: log, Level: level, Version: version})
+	a, err := agent.New(cfg, agent.Options{Logger: log, Level: level, Version: version, ConfigPath: path})
 	if err != nil {
 		log.Error("cannot build agent", "error", err)
 		return 1
@@ -177,20 +177,20 @@ func cmdRun(args []string, stderr io.Writer) int {
 // reload re-reads the file; a bad file is reported key by key and the
 // running config stays in force.
 func reload(a *agent.Agent, path string) {
-	cfg, err := config.Load(path)
 	l := a.Logger()
-	if err != nil {
-		var es config.Errors
-		if errors.As(err, &es) {
-			for _, e := range es {
-				l.Error("reload rejected, running config kept", "file", e.File, "line", e.Line, "key", e.Key, "error", e.Msg)
-			}
-		} else {
-			l.Error("reload rejected, running config kept", "error", err)
+	data, err := os.ReadFile(path)
+	if err == nil {
+		_, err = a.ApplyTOML(context.Background(), data, "file", false)
+	}
+	if err == nil {
+		return
+	}
+	var es config.Errors
+	if errors.As(err, &es) {
+		for _, e := range es {
+			l.Error("reload rejected, running config kept", "file", e.File, "line", e.Line, "key", e.Key, "error", e.Msg)
 		}
 		return
 	}
-	if _, err := a.Reload(context.Background(), cfg); err != nil {
-		l.Error("reload applied with errors", "error", err)
-	}
+	l.Error("reload failed", "error", err)
 }
