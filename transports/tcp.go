@@ -98,16 +98,21 @@ func (l *streamListener) Update(cfg *config.Listener) error {
 }
 
 func (l *streamListener) Accept() (Conn, error) {
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return nil, err
 			}
-			return nil, err
+			// Out of file descriptors and the like: keep serving once the
+			// pressure is gone instead of ending the protocol's accept loop.
+			l.env.Logger.Warn("accept failed, retrying", "listener", l.cfg.Load().ID(), "error", err, "backoff", backoff)
+			time.Sleep(backoff)
+			backoff = min(backoff*2, time.Second)
+			continue
 		}
+		backoff = 5 * time.Millisecond
 		peer := addrPort(c.RemoteAddr())
 		if err := l.guard.Admit(peer.Addr()); err != nil {
 			l.env.Logger.Debug("connection refused", "listener", l.cfg.Load().ID(), "peer", peer.String(), "reason", err)

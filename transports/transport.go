@@ -114,8 +114,12 @@ type Conn interface {
 type ConnInfo struct {
 	ListenerID string
 	Transport  string
-	Peer       netip.AddrPort // zero for serial
-	PeerCert   *x509.Certificate
+	// Peer is the address the connection was accepted from (zero for
+	// serial). A udp Rebinder.TakeOver updates it from the goroutine that
+	// calls TakeOver; other goroutines should not read it after accept.
+	// For dtls sessions that migrate by Connection ID, see CurrentPeer.
+	Peer     netip.AddrPort
+	PeerCert *x509.Certificate
 	// CertCN and CertDN are the peer certificate's subject common name and
 	// full distinguished name, when a certificate was presented.
 	CertCN, CertDN string
@@ -352,6 +356,31 @@ func bindAddr(b string) string {
 // old session.
 type Rebinder interface {
 	TakeOver(other Conn) error
+}
+
+// Unwrap follows NetConn() wrappers down to the transport's own Conn.
+func Unwrap(c net.Conn) net.Conn {
+	for {
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return c
+		}
+		c = w.NetConn()
+	}
+}
+
+// IsDatagram reports whether c (or what it wraps) is a datagram Conn.
+func IsDatagram(c net.Conn) bool {
+	for {
+		if _, ok := c.(Datagram); ok {
+			return true
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return false
+		}
+		c = w.NetConn()
+	}
 }
 
 // Datagram is implemented by Conns of packet listeners (udp, dtls): each

@@ -86,6 +86,23 @@ type trackedConn struct {
 	once sync.Once
 }
 
+// NetConn returns the transport's Conn, so transports can unwrap it.
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
+
+// TakeOver passes a NAT rebinding to the transport (transports.Rebinder):
+// c takes other's peer address. The caller still closes other, which only
+// ends its tracking here.
+func (c *trackedConn) TakeOver(other transports.Conn) error {
+	r, ok := c.Conn.(transports.Rebinder)
+	if !ok {
+		return fmt.Errorf("%s: transport %s cannot rebind", c.l.ID(), c.Info().Transport)
+	}
+	if o, ok := other.(*trackedConn); ok {
+		other = o.Conn
+	}
+	return r.TakeOver(other)
+}
+
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
