@@ -3,11 +3,12 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-BUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
+TAGS    ?=
+BUILD   := CGO_ENABLED=0 $(GO) build -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)"
 CONFIG  ?= configs/edgeway.toml
 
 # GOOS/GOARCH/GOARM triples for `make cross`.
-CROSS := linux/arm/6 linux/arm/7 linux/arm64/- linux/amd64/-
+CROSS := linux/arm/6 linux/arm/7 linux/arm64/- linux/amd64/- linux/riscv64/-
 
 .PHONY: all build run test lint cross clean
 
@@ -43,3 +44,33 @@ cross:
 
 clean:
 	rm -rf bin dist
+
+# ---- packaging (issue 11): .deb, footprint, qemu smoke test, unit, Yocto ----
+# Scripts under packaging/; .ci/packaging.sh runs them all as CI does.
+.PHONY: deb footprint smoke-qemu systemd-verify yocto-check vendor-tarball packaging-check
+
+# dist/edgeway_<version>_{armhf,arm64,amd64}.deb (nfpm: packaging/tools).
+deb: cross
+	bash packaging/deb.sh
+
+# Binary sizes per arch, the minimal build, idle RSS and start-up time.
+footprint: cross
+	bash packaging/footprint.sh
+
+# `edgeway version` and start/stop of armv7 and arm64 under qemu-user-static.
+smoke-qemu: cross
+	bash packaging/smoke-qemu.sh
+
+systemd-verify:
+	bash packaging/systemd-verify.sh
+
+yocto-check:
+	bash packaging/yocto-check.sh
+
+# dist/edgeway-<version>-vendor.tar.xz for the Yocto recipe.
+vendor-tarball:
+	bash packaging/vendor-tarball.sh
+
+# Everything above plus install/remove of the amd64 .deb (root).
+packaging-check:
+	bash .ci/packaging.sh

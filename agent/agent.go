@@ -41,6 +41,10 @@ type Options struct {
 	// written back to it. Empty: pushes are applied but not persisted.
 	ConfigPath string
 	Version    string
+	// OnHealthy runs after each healthy check of the health loop (main
+	// passes sdnotify.Watchdog); HealthInterval is its period (0: 5s).
+	OnHealthy      func()
+	HealthInterval time.Duration
 }
 
 // Agent is one running edgeway.
@@ -48,6 +52,7 @@ type Agent struct {
 	opts    Options
 	log     *slog.Logger
 	ident   board.Identity
+	board   *board.Board
 	vars    config.MapVars
 	bus     *hooks.Bus
 	metrics *metrics.Registry
@@ -73,6 +78,14 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	a := &Agent{opts: opts, log: opts.Logger, cfg: cfg, metrics: metrics.NewRegistry()}
 	a.ident = board.ReadIdentity(opts.BoardRoot)
 	a.vars = agentVars(cfg, a.ident)
+	b, err := board.New(board.FromConfig(cfg), board.Options{
+		Root: opts.BoardRoot, Logger: a.log.With("component", "board"), Health: a.health,
+		OnHealthy: opts.OnHealthy, HealthInterval: opts.HealthInterval,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("board: %w", err)
+	}
+	a.board = b
 	a.bus = hooks.New(hooks.Options{Logger: a.log.With("component", "hooks")})
 	acl, err := auth.NewACL(cfg.Authorization)
 	if err != nil {
@@ -146,6 +159,10 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.started = true
 	a.startAt = time.Now()
+	a.board.Install()
+	if err := a.board.Start(ctx); err != nil {
+		a.log.Warn("board support partly unavailable", "error", err)
+	}
 	err := a.gw.Apply(ctx, a.cfg.Gateways)
 	if err != nil {
 		a.log.Error("some gateways did not start", "error", err)
@@ -167,9 +184,35 @@ func (a *Agent) Stop(ctx context.Context) error {
 	a.gw.Close(ctx)
 	a.broker.Close()
 	a.bus.Close()
+	a.board.Stop(ctx)
 	a.log.Info("agent stopped")
 	return ctx.Err()
 }
+
+// health tells the board's health loop (and through it the hardware and
+// systemd watchdogs) whether the core still answers: the agent's lock can
+// be taken and the broker answers, within the deadline.
+func (a *Agent) health(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		a.mu.Lock()
+		stopped := a.stopped
+		a.mu.Unlock()
+		if !stopped {
+			_ = a.broker.Stats()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("agent: core not responding: %w", ctx.Err())
+	}
+}
+
+// Board is the board support (profile, ports, LED, watchdog).
+func (a *Agent) Board() *board.Board { return a.board }
 
 // Report says what a reload did.
 type Report struct {

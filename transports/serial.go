@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,6 +160,21 @@ type RS485Config struct {
 // port as a plain UART.
 var SetRS485 func(fd uintptr, c RS485Config) error
 
+// ResolveDevice maps a board's named port ("rs485-0") to a device path;
+// set by package board at agent start. Nil or an unknown name: the
+// device is used as written.
+var ResolveDevice func(name string) string
+
+// TxGate switches an RS-485 transceiver's direction around each write
+// when the UART has no kernel RS-485 mode (a GPIO line); set by package
+// board. It may return nil for "nothing to switch".
+var RS485Gate func(fd uintptr) Transmitter
+
+// Transmitter wraps one write on a half-duplex line.
+type Transmitter interface {
+	Transmit(write func() (int, error)) (int, error)
+}
+
 func init() {
 	Register(Type{
 		Name:    "serial",
@@ -189,6 +205,7 @@ type serialListener struct {
 	down        bool // an outage has been reported and not yet ended
 	opened      bool // the device was opened before
 	rs485Warned bool
+	gate        Transmitter // of the port opened last
 
 	reopens, failures *metrics.Counter
 	connected, count  *metrics.Gauge
@@ -280,7 +297,7 @@ func (l *serialListener) Accept() (Conn, error) {
 	l.connected.Set(1)
 	l.count.Inc()
 	info := &ConnInfo{ListenerID: l.cfg.Load().ID(), Transport: "serial", Accepted: time.Now()}
-	return newCounted(&serialConn{f: f, addr: l.addr}, info, l.env.Metrics, l.release), nil
+	return newCounted(&serialConn{f: f, addr: l.addr, gate: l.gate}, info, l.env.Metrics, l.release), nil
 }
 
 func (l *serialListener) release() {
@@ -347,6 +364,9 @@ func nextBackoff(d time.Duration, b SerialBackoff) time.Duration {
 // (tarm/serial's way) cannot offer.
 func (l *serialListener) open() (*os.File, error) {
 	dev := l.spec.Device
+	if ResolveDevice != nil {
+		dev = ResolveDevice(dev)
+	}
 	fd, err := unix.Open(dev, unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: dev, Err: err}
@@ -354,6 +374,12 @@ func (l *serialListener) open() (*os.File, error) {
 	if err := l.setup(fd); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("serial: %s: %w", dev, err)
+	}
+	l.gate = nil
+	if l.spec.RS485 && RS485Gate != nil {
+		if g := RS485Gate(uintptr(fd)); g != nil && !reflect.ValueOf(g).IsNil() {
+			l.gate = g
+		}
 	}
 	return os.NewFile(uintptr(fd), dev), nil
 }
@@ -432,10 +458,16 @@ func (s *SerialSpec) termios() unix.Termios {
 type serialConn struct {
 	f    *os.File
 	addr serialAddr
+	gate Transmitter
 }
 
-func (c *serialConn) Read(p []byte) (int, error)         { return c.f.Read(p) }
-func (c *serialConn) Write(p []byte) (int, error)        { return c.f.Write(p) }
+func (c *serialConn) Read(p []byte) (int, error) { return c.f.Read(p) }
+func (c *serialConn) Write(p []byte) (int, error) {
+	if c.gate != nil {
+		return c.gate.Transmit(func() (int, error) { return c.f.Write(p) })
+	}
+	return c.f.Write(p)
+}
 func (c *serialConn) Close() error                       { return c.f.Close() }
 func (c *serialConn) LocalAddr() net.Addr                { return c.addr }
 func (c *serialConn) RemoteAddr() net.Addr               { return c.addr }

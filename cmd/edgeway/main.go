@@ -24,6 +24,7 @@ import (
 	"github.com/edgeway/edgeway/agent/auth"
 	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/agent/gateway"
+	"github.com/edgeway/edgeway/internal/sdnotify"
 )
 
 // Stamped by the Makefile with -ldflags -X.
@@ -130,7 +131,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log, level := agent.NewLogger(stderr, cfg.Agent.Log)
-	a, err := agent.New(cfg, agent.Options{Logger: log, Level: level, Version: version, ConfigPath: path})
+	a, err := agent.New(cfg, agent.Options{Logger: log, Level: level, Version: version, ConfigPath: path,
+		OnHealthy: func() { _ = sdnotify.Watchdog() }, HealthInterval: sdnotify.WatchdogInterval()})
 	if err != nil {
 		log.Error("cannot build agent", "error", err)
 		return 1
@@ -143,11 +145,15 @@ func cmdRun(args []string, stderr io.Writer) int {
 		// Partial start: keep running what did start (logged by Start).
 		log.Warn("running with errors", "error", err)
 	}
+	_ = sdnotify.Ready()
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
+			_ = sdnotify.Reloading()
 			reload(a, path)
+			_ = sdnotify.Ready()
 			continue
 		}
+		_ = sdnotify.Stopping()
 		log.Info("stopping", "signal", sig.String())
 		timeout := a.Config().Agent.ShutdownTimeout.D()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
