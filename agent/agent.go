@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgeway/edgeway/agent/auth"
@@ -27,6 +28,8 @@ import (
 	"github.com/edgeway/edgeway/agent/hooks"
 	"github.com/edgeway/edgeway/agent/metrics"
 	"github.com/edgeway/edgeway/board"
+	"github.com/edgeway/edgeway/store"
+	"github.com/edgeway/edgeway/uplink"
 )
 
 // Options are the agent's settings that do not come from the config file.
@@ -58,6 +61,10 @@ type Agent struct {
 	metrics *metrics.Registry
 	broker  *broker.Broker
 	gw      *gateway.Manager
+	store   *store.Store
+	uplink  atomic.Pointer[uplink.Uplink]
+	// filterMu serialises OnFilter reconciliation with the uplink.
+	filterMu sync.Mutex
 
 	mu      sync.Mutex
 	cfg     *config.Config
@@ -92,7 +99,10 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("authorization: %w", err)
 	}
 	var m *gateway.Manager
-	a.broker = broker.New(broker.Options{OnDrop: func(sid string, msg *broker.Message, reason string) { m.OnDrop(sid, msg, reason) }})
+	a.broker = broker.New(broker.Options{
+		OnDrop:   func(sid string, msg *broker.Message, reason string) { m.OnDrop(sid, msg, reason) },
+		OnFilter: a.filterChanged,
+	})
 	m = gateway.NewManager(gateway.ManagerOptions{
 		Broker: a.broker, Hooks: a.bus, Metrics: a.metrics, Authorizer: acl,
 		SecurityProfile: cfg.Agent.SecurityProfile, AgentVars: a.vars,
@@ -163,6 +173,12 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.board.Start(ctx); err != nil {
 		a.log.Warn("board support partly unavailable", "error", err)
 	}
+	// Sinks first: the store and the uplink are in place before any
+	// device can publish.
+	if err := a.startSinks(ctx); err != nil {
+		a.board.Stop(ctx)
+		return err
+	}
 	err := a.gw.Apply(ctx, a.cfg.Gateways)
 	if err != nil {
 		a.log.Error("some gateways did not start", "error", err)
@@ -182,6 +198,7 @@ func (a *Agent) Stop(ctx context.Context) error {
 	}
 	a.stopped = true
 	a.gw.Close(ctx)
+	a.stopSinks(ctx)
 	a.broker.Close()
 	a.bus.Close()
 	a.board.Stop(ctx)
@@ -208,6 +225,122 @@ func (a *Agent) health(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("agent: core not responding: %w", ctx.Err())
+	}
+}
+
+// Store is the durable queue (nil before Start or with the uplink disabled).
+func (a *Agent) Store() *store.Store { return a.store }
+
+// Uplink is the cloud connection (nil when disabled or not started).
+func (a *Agent) Uplink() *uplink.Uplink { return a.uplink.Load() }
+
+func (a *Agent) storeOptions(c config.Store) store.Options {
+	dir := c.Dir
+	if dir == "" {
+		dir = filepath.Join(a.cfg.Agent.DataDir, "queue")
+	}
+	ss := a.metrics.Set("store", map[string]string{"component": "store"})
+	return store.Options{
+		Dir: dir, MaxBytes: int64(c.MaxBytes), MaxAge: c.MaxAge.D(),
+		OnFull: store.OnFull(c.OnFull), Sync: store.SyncMode(c.Sync),
+		Logger: a.log.With("component", "store"),
+		OnDrop: func(m *store.Message, reason string) {
+			ss.Counter("messages.dropped").Inc()
+			ss.Counter("messages.dropped." + reason).Inc()
+			if a.bus.Enabled(hooks.MessageDropped) {
+				a.bus.Emit(hooks.Event{Name: hooks.MessageDropped, Time: time.Now(),
+					Client: hooks.Client{Gateway: m.Gateway, ClientID: m.ClientID}, Topic: m.Topic, QoS: m.QoS, Reason: reason})
+			}
+		},
+	}
+}
+
+// startSinks opens the store and starts the uplink, and makes the uplink
+// the broker's sink: from then on a device's QoS 1/2 publish is
+// acknowledged only once the store has it.
+func (a *Agent) startSinks(ctx context.Context) error {
+	if !uplinkWanted(a.cfg.Uplink) {
+		a.log.Info("uplink disabled or no server set: running local-only")
+		return nil
+	}
+	st, err := store.Open(a.storeOptions(a.cfg.Uplink.Store))
+	if err != nil {
+		return fmt.Errorf("agent: store: %w", err)
+	}
+	a.store = st
+	return a.startUplink(ctx, a.cfg.Uplink)
+}
+
+func (a *Agent) startUplink(ctx context.Context, uc config.Uplink) error {
+	u, err := uplink.New(uc, uplink.Deps{
+		Queue: a.store, Broker: a.broker, Hooks: a.bus, Logger: a.log.With("component", "uplink"),
+		AgentID: a.ID(), Vars: a.vars, Metrics: a.metrics.Set("uplink", map[string]string{"component": "uplink"}),
+	})
+	if err != nil {
+		return fmt.Errorf("agent: uplink: %w", err)
+	}
+	if err := u.Start(ctx); err != nil {
+		return fmt.Errorf("agent: uplink: %w", err)
+	}
+	a.uplink.Store(u)
+	a.broker.SetSink(u)
+	// Mirror the subscriptions that already exist (a restarted uplink).
+	for _, f := range a.broker.Filters() {
+		a.filterChanged(f)
+	}
+	return nil
+}
+
+// restartUplink swaps the uplink for one with the new settings; the store
+// and everything in it stay.
+func (a *Agent) restartUplink(ctx context.Context, uc config.Uplink) error {
+	if a.store == nil {
+		if !uplinkWanted(uc) {
+			return nil
+		}
+		st, err := store.Open(a.storeOptions(uc.Store))
+		if err != nil {
+			return err
+		}
+		a.store = st
+	}
+	if old := a.uplink.Swap(nil); old != nil {
+		a.broker.SetSink(nil)
+		if err := old.Stop(ctx); err != nil {
+			a.log.Warn("uplink stop", "error", err)
+		}
+	}
+	if !uplinkWanted(uc) {
+		return nil
+	}
+	return a.startUplink(ctx, uc)
+}
+
+// uplinkWanted: an uplink needs enable = true and a server; without one the
+// agent is a local broker for its devices.
+func uplinkWanted(uc config.Uplink) bool { return uc.Enable && uc.Server != "" }
+
+func (a *Agent) stopSinks(ctx context.Context) {
+	if u := a.uplink.Swap(nil); u != nil {
+		if err := u.Stop(ctx); err != nil {
+			a.log.Warn("uplink stop", "error", err)
+		}
+	}
+	a.broker.SetSink(nil)
+	if a.store != nil {
+		if err := a.store.Close(); err != nil {
+			a.log.Error("store close", "error", err)
+		}
+	}
+}
+
+// filterChanged is the broker's OnFilter: keep the uplink's upstream
+// subscriptions equal to the local ones.
+func (a *Agent) filterChanged(f string) {
+	a.filterMu.Lock()
+	defer a.filterMu.Unlock()
+	if u := a.uplink.Load(); u != nil {
+		u.FilterChanged(f)
 	}
 }
 
@@ -275,8 +408,18 @@ func (a *Agent) Reload(ctx context.Context, nc *config.Config) (Report, error) {
 	if !reflect.DeepEqual(old.API, nc.API) {
 		later("api")
 	}
-	if !reflect.DeepEqual(old.Uplink, nc.Uplink) {
-		later("uplink")
+	if !reflect.DeepEqual(old.Uplink.Store, nc.Uplink.Store) {
+		// The store is never recreated by a reload: a pushed config must
+		// not be able to throw away the backlog.
+		later("uplink.store")
+	}
+	ou, nu := old.Uplink, nc.Uplink
+	ou.Store, nu.Store = config.Store{}, config.Store{}
+	if !reflect.DeepEqual(ou, nu) {
+		if err := a.restartUplink(ctx, nc.Uplink); err != nil {
+			return r, fmt.Errorf("uplink: %w", err)
+		}
+		live("uplink")
 	}
 	for _, k := range sortedKeys(nc.Extra, old.Extra) {
 		if !reflect.DeepEqual(old.Extra[k], nc.Extra[k]) {

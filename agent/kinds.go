@@ -1,8 +1,9 @@
 package agent
 
-// The one place that pulls in listener types, authenticator types and
-// gateway kinds; each registers itself from init. A product that wants a
-// smaller binary drops a kind here (or behind a build tag).
+// Listener types and authenticator types register themselves from init;
+// gateway kinds come in through one file each, agent/kinds_<kind>.go, with
+// build tags: -tags nogw_<kind> drops one gateway, -tags nogw_all drops
+// all, and nogw_all,gw_<kind> keeps only that one.
 import (
 	_ "github.com/edgeway/edgeway/agent/auth"
 	_ "github.com/edgeway/edgeway/transports"

@@ -37,6 +37,7 @@ package broker
 import (
 	"errors"
 	"slices"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -206,7 +207,13 @@ type Options struct {
 	// none) and one of the Drop… reasons. It is called without locks held,
 	// in whatever goroutine caused the drop, and must be quick (count it).
 	OnDrop func(sessionID string, m *Message, reason string)
-	Clock  Clock // default: the system clock
+	// OnFilter is told, after the fact and without locks held, that filter
+	// (without any $share/{group}/ part) may have gained its first or
+	// lost its last subscriber. Calls can arrive in any order and more than
+	// once: the callee asks HasSubscribers for the truth (the uplink uses
+	// this to mirror local subscriptions upstream).
+	OnFilter func(filter string)
+	Clock    Clock // default: the system clock
 }
 
 // SessionOptions configures one session; zero values take the broker's.
@@ -460,6 +467,47 @@ func (b *Broker) retainedFor(filter string) []*Message {
 	return out
 }
 
+// HasSubscribers reports whether any session, plain or shared, is
+// subscribed to exactly this filter (no $share/ part).
+func (b *Broker) HasSubscribers(filter string) bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	n := b.trie.find(filter)
+	return n != nil && n.n > 0
+}
+
+// Filters lists every filter with at least one subscriber (without
+// $share/ parts), sorted.
+func (b *Broker) Filters() []string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	var out []string
+	var walk func(n *node)
+	walk = func(n *node) {
+		if n.n > 0 {
+			out = append(out, n.filter)
+		}
+		for _, c := range n.children {
+			walk(c)
+		}
+		if n.plus != nil {
+			walk(n.plus)
+		}
+		if n.hash != nil {
+			walk(n.hash)
+		}
+	}
+	walk(&b.trie.root)
+	sort.Strings(out)
+	return out
+}
+
+func (b *Broker) filterChanged(filter string) {
+	if b.opts.OnFilter != nil {
+		b.opts.OnFilter(filter)
+	}
+}
+
 // Retained returns the retained message for topic, if any.
 func (b *Broker) Retained(topic string) (*Message, bool) {
 	b.rmu.RLock()
@@ -660,6 +708,7 @@ type aftermath struct {
 	reason     string
 	drops      []*Message
 	moves      []move
+	filters    []string
 }
 
 // move hands a shared-subscription message to another group member.
@@ -680,6 +729,9 @@ func (a *aftermath) run(b *Broker) {
 	for _, mv := range a.moves {
 		mv.to.put(mv.it)
 	}
+	for _, f := range a.filters {
+		b.filterChanged(f)
+	}
 }
 
 // removeLocked ends session c: out of the table and the trie, detached,
@@ -694,7 +746,9 @@ func (b *Broker) removeLocked(c *core, a *aftermath, reason string, redispatch b
 		if !shared {
 			inner = f
 		}
-		b.trie.remove(inner, group, c)
+		if _, last := b.trie.remove(inner, group, c); last {
+			a.filters = append(a.filters, inner)
+		}
 	}
 	c.subs = nil
 	c.closed = true

@@ -114,10 +114,13 @@ func (s *Session) Subscribe(filter string, qos byte) (retained int, err error) {
 		b.mu.Unlock()
 		return 0, err
 	}
-	b.trie.insert(inner, group, c, qos)
+	_, first := b.trie.insert(inner, group, c, qos)
 	c.subs[filter] = qos
 	c.mu.Unlock()
 	b.mu.Unlock()
+	if first {
+		b.filterChanged(inner)
+	}
 	if shared {
 		return 0, nil
 	}
@@ -140,19 +143,25 @@ func (s *Session) Unsubscribe(filter string) error {
 		inner = filter
 	}
 	c, b := s.c, s.c.b
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := s.checkLocked(); err != nil {
-		return err
+	removed, err := func() (bool, error) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err := s.checkLocked(); err != nil {
+			return false, err
+		}
+		if _, ok := c.subs[filter]; !ok {
+			return false, ErrNoSubscription
+		}
+		delete(c.subs, filter)
+		_, last := b.trie.remove(inner, group, c)
+		return last, nil
+	}()
+	if removed {
+		b.filterChanged(inner)
 	}
-	if _, ok := c.subs[filter]; !ok {
-		return ErrNoSubscription
-	}
-	delete(c.subs, filter)
-	b.trie.remove(inner, group, c)
-	return nil
+	return err
 }
 
 // Subscriptions returns a copy of the session's filters and their QoS,

@@ -25,6 +25,9 @@ type node struct {
 	hash     *node
 	subs     []subscriber
 	groups   []*shareGroup
+	// n counts subscribers on this exact filter, plain and shared, so the
+	// broker can tell when a filter gains its first or loses its last.
+	n int
 }
 
 type subscriber struct {
@@ -114,18 +117,21 @@ func (t *trie) build(filter string) *node {
 
 // insert adds or updates c's subscription to filter (the inner filter for a
 // shared group). It reports whether the subscription is new.
-func (t *trie) insert(filter, group string, c *core, qos byte) bool {
+// insert adds c's subscription; it reports whether it was new and whether
+// the filter had no subscriber before.
+func (t *trie) insert(filter, group string, c *core, qos byte) (added, first bool) {
 	n := t.build(filter)
 	if group == "" {
 		for i := range n.subs {
 			if n.subs[i].c == c {
 				n.subs[i].qos = qos
-				return false
+				return false, false
 			}
 		}
 		n.subs = append(n.subs, subscriber{c: c, qos: qos})
 		t.count++
-		return true
+		n.n++
+		return true, n.n == 1
 	}
 	var g *shareGroup
 	for _, x := range n.groups {
@@ -141,20 +147,23 @@ func (t *trie) insert(filter, group string, c *core, qos byte) bool {
 	for i := range g.members {
 		if g.members[i].c == c {
 			g.members[i].qos = qos
-			return false
+			return false, false
 		}
 	}
 	g.members = append(g.members, subscriber{c: c, qos: qos})
 	t.count++
-	return true
+	n.n++
+	return true, n.n == 1
 }
 
 // remove deletes c's subscription and prunes levels left empty, so churn
 // of device subscriptions does not grow the trie forever.
-func (t *trie) remove(filter, group string, c *core) bool {
+// remove reports whether c had the subscription and whether it was the
+// filter's last.
+func (t *trie) remove(filter, group string, c *core) (removed, last bool) {
 	n := t.find(filter)
 	if n == nil {
-		return false
+		return false, false
 	}
 	found := false
 	if group == "" {
@@ -185,9 +194,11 @@ func (t *trie) remove(filter, group string, c *core) bool {
 		}
 	}
 	if !found {
-		return false
+		return false, false
 	}
 	t.count--
+	n.n--
+	last = n.n == 0
 	for n != &t.root && n.empty() {
 		p := n.parent
 		switch {
@@ -200,7 +211,7 @@ func (t *trie) remove(filter, group string, c *core) bool {
 		}
 		n = p
 	}
-	return true
+	return true, last
 }
 
 // group returns the shared group name at filter, or nil.

@@ -99,7 +99,7 @@ func TestTrieProperty(t *testing.T) {
 		if err := ValidTopicFilter(s.filter); err != nil {
 			t.Fatalf("generator made invalid filter %q: %v", s.filter, err)
 		}
-		added := tr.insert(s.filter, s.group, s.c, byte(r.Intn(3)))
+		added, _ := tr.insert(s.filter, s.group, s.c, byte(r.Intn(3)))
 		if added == subs[s] { // new exactly when absent
 			t.Fatalf("insert %+v reported added=%v, already present=%v", s, added, subs[s])
 		}
@@ -126,12 +126,12 @@ func TestTrieProperty(t *testing.T) {
 	})
 	r.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
 	for _, s := range all[:len(all)*2/3] {
-		if !tr.remove(s.filter, s.group, s.c) {
+		if ok, _ := tr.remove(s.filter, s.group, s.c); !ok {
 			t.Fatalf("remove %+v: not found", s)
 		}
 		delete(subs, s)
 	}
-	if tr.remove("a/never/subscribed", "", cores[0]) {
+	if ok, _ := tr.remove("a/never/subscribed", "", cores[0]); ok {
 		t.Fatal("remove of an absent subscription reported success")
 	}
 	check("after unsubscribe")
@@ -211,14 +211,14 @@ func TestTriePrune(t *testing.T) {
 	}
 	tr.insert("a/b", "grp", c, 1)
 	for _, f := range filters {
-		if !tr.remove(f, "", c) {
+		if ok, _ := tr.remove(f, "", c); !ok {
 			t.Fatalf("remove %q failed", f)
 		}
 	}
-	if tr.remove("a/b", "other", c) {
+	if ok, _ := tr.remove("a/b", "other", c); ok {
 		t.Fatal("removed a member of a group it never joined")
 	}
-	if !tr.remove("a/b", "grp", c) {
+	if ok, last := tr.remove("a/b", "grp", c); !ok || !last {
 		t.Fatal("remove shared failed")
 	}
 	if !tr.root.empty() || tr.count != 0 {

@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -85,20 +86,72 @@ func (a *Agent) Validate() error {
 	return errors.Join(errs...)
 }
 
-// API is [api].
+// API is [api]: the local HTTP API, the status page and what `edgeway
+// ctl` talks to. Besides the token in <data_dir>/api.token, the users
+// listed here may log in with basic auth.
 type API struct {
+	// Listen is host:port; "" turns the API and the status page off.
 	Listen string `toml:"listen"`
+	// MaxBodySize bounds a request body (a pushed config is the largest).
+	MaxBodySize ByteSize `toml:"max_body_size"`
+	// Users are [[api.users]].
+	Users []APIUser `toml:"users"`
 }
+
+// APIUser is one [[api.users]] entry.
+type APIUser struct {
+	Username string `toml:"username"`
+	// PasswordHash is what `edgeway passwd` prints ("pbkdf2-sha256$…").
+	PasswordHash Secret `toml:"password_hash"`
+	// Role is "viewer" (reads, status page) or "admin" (also kicks,
+	// enables, disables and changes config).
+	Role string `toml:"role"`
+}
+
+// API roles.
+const (
+	RoleViewer = "viewer"
+	RoleAdmin  = "admin"
+)
 
 // Validate implements Validator.
 func (a *API) Validate() error {
-	if a.Listen == "" {
-		return nil
+	var errs []error
+	if a.Listen != "" {
+		if err := checkHostPort(a.Listen); err != nil {
+			errs = append(errs, Field("listen", "%v", err))
+		}
 	}
-	if err := checkHostPort(a.Listen); err != nil {
-		return Field("listen", "%v", err)
+	if a.MaxBodySize < 1<<10 || a.MaxBodySize > 64<<20 {
+		errs = append(errs, Field("max_body_size", "must be between 1KB and 64MB, got %s", a.MaxBodySize))
 	}
-	return nil
+	first := map[string]int{}
+	for i, u := range a.Users {
+		key := fmt.Sprintf("users[%d]", i)
+		switch {
+		case u.Username == "":
+			errs = append(errs, Field(key+".username", "must not be empty"))
+		case strings.ContainsAny(u.Username, ": \t"):
+			errs = append(errs, Field(key+".username", "must not contain ':' or blanks, got %q", u.Username))
+		default:
+			if j, dup := first[u.Username]; dup {
+				errs = append(errs, Field(key+".username", "duplicate user %q (also users[%d])", u.Username, j))
+			} else {
+				first[u.Username] = i
+			}
+		}
+		// The scheme is checked here; the API checks the whole hash when
+		// it starts (config does not import auth). The hash itself is
+		// never quoted, in case a plain password was pasted there.
+		h := u.PasswordHash.Reveal()
+		if !strings.HasPrefix(h, "pbkdf2-sha256$") && !strings.HasPrefix(h, "sha256$") {
+			errs = append(errs, Field(key+".password_hash", "user %q: want a hash from `edgeway passwd` (pbkdf2-sha256$… or sha256$…)", u.Username))
+		}
+		if u.Role != RoleViewer && u.Role != RoleAdmin {
+			errs = append(errs, Field(key+".role", "must be %q or %q, got %q", RoleViewer, RoleAdmin, u.Role))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Uplink is [uplink]: the cloud MQTT connection and its store.
@@ -118,7 +171,10 @@ type Uplink struct {
 	DrainRate      int           `toml:"drain_rate"` // messages/s, 0 = as fast as the broker accepts
 	StatusTopic    AgentTemplate `toml:"status_topic"`
 	EventsTopic    AgentTemplate `toml:"events_topic"`
-	Forward        []string      `toml:"forward"` // local filters relayed upstream
+	Forward        []string      `toml:"forward"`     // local filters relayed upstream
+	Downlink       []string      `toml:"downlink"`    // local subscriptions inside these are mirrored upstream
+	Envelope       string        `toml:"envelope"`    // "none" (payload as is) or "json" (with the message id)
+	EchoWindow     Duration      `toml:"echo_window"` // drop own messages coming back down within this; 0 = off
 	TLS            UplinkTLS     `toml:"tls"`
 	Backoff        Backoff       `toml:"backoff"`
 	Store          Store         `toml:"store"`
@@ -167,9 +223,25 @@ func (u *Uplink) Validate() error {
 		}
 	}
 	if u.Keepalive != "auto" {
-		if _, err := ParseDuration(u.Keepalive); err != nil {
+		if k, err := ParseDuration(u.Keepalive); err != nil {
 			errs = append(errs, Field("keepalive", "%v (or \"auto\")", err))
+		} else if k < time.Second || k > 65535*time.Second {
+			errs = append(errs, Field("keepalive", "must be between 1s and 65535s (or \"auto\"), got %q", u.Keepalive))
 		}
+	}
+	if u.PingTimeout <= 0 {
+		errs = append(errs, Field("ping_timeout", "must be positive"))
+	}
+	if u.ConnectTimeout <= 0 {
+		errs = append(errs, Field("connect_timeout", "must be positive"))
+	}
+	if strings.ContainsAny(u.TopicPrefix.String(), "+#") {
+		errs = append(errs, Field("topic_prefix", "must not contain wildcards, got %q", u.TopicPrefix.String()))
+	}
+	switch u.Envelope {
+	case "none", "json":
+	default:
+		errs = append(errs, Field("envelope", "must be \"none\" or \"json\", got %q", u.Envelope))
 	}
 	if u.MaxInflight < 1 || u.MaxInflight > 65535 {
 		errs = append(errs, Field("max_inflight", "must be 1..65535, got %d", u.MaxInflight))
@@ -199,6 +271,11 @@ func (u *Uplink) Validate() error {
 	for i, f := range u.Forward {
 		if err := checkFilter(f); err != nil {
 			errs = append(errs, Field(fmt.Sprintf("forward[%d]", i), "%v", err))
+		}
+	}
+	for i, f := range u.Downlink {
+		if err := checkFilter(f); err != nil {
+			errs = append(errs, Field(fmt.Sprintf("downlink[%d]", i), "%v", err))
 		}
 	}
 	return errors.Join(errs...)
@@ -279,7 +356,7 @@ func Default() *Config {
 			SecurityProfile: ProfileHardened,
 			ShutdownTimeout: Duration(10e9),
 		},
-		API: API{Listen: "127.0.0.1:8080"},
+		API: API{Listen: "127.0.0.1:8080", MaxBodySize: 1 << 20},
 		Uplink: Uplink{
 			Enable:         true,
 			ClientID:       MustAgentTemplate("edgeway-${agent.id}"),
@@ -291,6 +368,9 @@ func Default() *Config {
 			StatusTopic:    MustAgentTemplate("edgeway/${agent.id}/status"),
 			EventsTopic:    MustAgentTemplate("edgeway/${agent.id}/events"),
 			Forward:        []string{"#"},
+			Downlink:       []string{"#"},
+			Envelope:       "none",
+			EchoWindow:     Duration(30e9),
 			Backoff:        Backoff{Initial: Duration(1e9), Max: Duration(60e9), Jitter: 0.2},
 			Store:          Store{MaxBytes: 256 << 20, MaxAge: Duration(168 * 3600e9), OnFull: "drop_oldest", Sync: "batch"},
 		},

@@ -235,6 +235,13 @@ func (c *Client) drop(reason string) {
 	}
 }
 
+// Authorize asks whether the client may publish or subscribe to topic,
+// without doing it (a STOMP transaction checks every SEND before COMMIT
+// applies any).
+func (c *Client) Authorize(a Action, topic string) bool {
+	return c.gw.m.authorize(c.info, a, topic)
+}
+
 // Subscribe authorizes and adds a subscription. Retained messages that
 // match are delivered through the Handler, possibly before it returns.
 func (c *Client) Subscribe(filter string, qos byte) error {
@@ -254,7 +261,6 @@ func (c *Client) Subscribe(filter string, qos byte) error {
 	if g.m.hooks.Enabled(hooks.SessionSubscribed) {
 		g.m.hooks.Emit(hooks.Event{Name: hooks.SessionSubscribed, Time: time.Now(), Client: c.info.HookClient(), Topic: filter, QoS: qos})
 	}
-	g.m.subscribed(Mount(c.info.Mountpoint, filter))
 	return nil
 }
 
@@ -271,7 +277,6 @@ func (c *Client) Unsubscribe(filter string) error {
 	if g.m.hooks.Enabled(hooks.SessionUnsubscribed) {
 		g.m.hooks.Emit(hooks.Event{Name: hooks.SessionUnsubscribed, Time: time.Now(), Client: c.info.HookClient(), Topic: filter})
 	}
-	g.m.unsubscribed(mf)
 	return nil
 }
 
@@ -357,13 +362,7 @@ func (c *Client) finish(reason string) {
 		if mine {
 			g.connections.Dec()
 		}
-		subs := c.sess.Subscriptions()
 		c.sess.Detach()
-		if c.opts.Expiry == 0 {
-			for f := range subs {
-				g.m.unsubscribed(f)
-			}
-		}
 		if mine && c.stats != nil {
 			g.m.metrics.Remove(clientKey(g.kind.Name, c.info.ClientID))
 		}

@@ -24,13 +24,6 @@ var (
 	ErrUnknownKind   = errors.New("unknown gateway kind")
 )
 
-// SubscriptionObserver learns of local subscriptions (mounted filters), so
-// the uplink can subscribe upstream with reference counts.
-type SubscriptionObserver interface {
-	Subscribed(filter string)
-	Unsubscribed(filter string)
-}
-
 // ManagerOptions wires a Manager to the rest of the agent.
 type ManagerOptions struct {
 	Broker  *broker.Broker
@@ -44,8 +37,6 @@ type ManagerOptions struct {
 	AgentVars config.Vars
 	Logger    *slog.Logger
 	DataDir   string
-	// Observer may be nil.
-	Observer SubscriptionObserver
 }
 
 // Manager owns the gateway instances: load, unload, start, stop, enable,
@@ -58,7 +49,6 @@ type Manager struct {
 	log       *slog.Logger
 	agentVars config.Vars
 	dataDir   string
-	observer  SubscriptionObserver
 
 	authz   atomic.Pointer[authzBox]
 	profile atomic.Pointer[string]
@@ -81,7 +71,7 @@ func NewManager(o ManagerOptions) *Manager {
 		o.Broker = broker.New(broker.Options{})
 	}
 	m := &Manager{broker: o.Broker, hooks: o.Hooks, metrics: o.Metrics, log: o.Logger, agentVars: o.AgentVars,
-		dataDir: o.DataDir, observer: o.Observer, gateways: map[string]*Gateway{}}
+		dataDir: o.DataDir, gateways: map[string]*Gateway{}}
 	m.SetAuthorizer(o.Authorizer)
 	m.SetSecurityProfile(o.SecurityProfile)
 	return m
@@ -135,18 +125,6 @@ func (m *Manager) authorize(ci *ClientInfo, a Action, topic string) bool {
 		m.hooks.Emit(hooks.Event{Name: hooks.ClientAuthorize, Time: time.Now(), Client: ci.HookClient(), Topic: topic, Reason: r, Attrs: map[string]string{"action": string(a)}})
 	}
 	return ok
-}
-
-func (m *Manager) subscribed(f string) {
-	if m.observer != nil {
-		m.observer.Subscribed(f)
-	}
-}
-
-func (m *Manager) unsubscribed(f string) {
-	if m.observer != nil {
-		m.observer.Unsubscribed(f)
-	}
 }
 
 // Get returns a loaded gateway.

@@ -1,0 +1,187 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/ristretto/v2/z"
+)
+
+// badgerOptions are badger's options for a small device. Badger's defaults
+// assume a server: 64MB memtables × 5, 1GB value-log files (mapped at
+// twice their size, which fails on 32-bit ARM), a 256MB block cache and
+// Snappy. See README.md for the reasoning behind each value.
+func badgerOptions(o *Options, log *slog.Logger) badger.Options {
+	bo := badger.DefaultOptions(o.Dir)
+	bo.TableSizeMultiplier = 1 // see WithBaseTableSize below
+	return bo.
+		WithLogger(badgerLogger{log}).
+		WithSyncWrites(false). // the committer calls db.Sync once per group
+		WithDetectConflicts(false).
+		WithNumVersionsToKeep(1).
+		WithMetricsEnabled(false).
+		WithCompression(options.None).
+		WithMemTableSize(o.MemTableSize).
+		WithNumMemtables(o.NumMemtables).
+		// Table builders allocate 2×BaseTableSize up front. On 32-bit,
+		// ristretto's z.Allocator corrupts what it hands out once it needs
+		// a second buffer ((bufIdx+1)<<32 overflows an int, ristretto
+		// v2.2.0 z/allocator.go:290), which a level-0 table of a whole
+		// memtable did with smaller tables: keep every table within the
+		// first buffer.
+		WithBaseTableSize(o.MemTableSize).
+		WithBaseLevelSize(4 * o.MemTableSize).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(6).
+		WithNumCompactors(2).
+		WithValueThreshold(o.ValueThreshold).
+		WithValueLogFileSize(o.ValueLogFileSize).
+		WithValueLogMaxEntries(uint32(o.ValueLogFileSize / 256)).
+		WithBlockCacheSize(o.BlockCacheSize).
+		WithIndexCacheSize(o.IndexCacheSize).
+		WithChecksumVerificationMode(options.OnBlockRead). // tables: verifyTables
+
+		WithNumGoroutines(1)
+}
+
+// openDB opens badger, turning a panic inside badger.Open into an error.
+func openDB(o *Options, log *slog.Logger) (db *badger.DB, err error) {
+	if err := verifyTables(o.Dir); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("badger panicked while opening: %v", r)
+		}
+	}()
+	return badger.Open(badgerOptions(o, log))
+}
+
+// verifyTables opens every table in dir as badger will, checksums
+// included, on this goroutine. Badger opens them on goroutines of its own,
+// where a garbled table panics and takes the process down: a crash loop.
+func verifyTables(dir string) error {
+	files, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := verifyTable(f); err != nil {
+			return fmt.Errorf("table %s: %w", filepath.Base(f), err)
+		}
+	}
+	return nil
+}
+
+func verifyTable(path string) (err error) {
+	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer mf.Close(-1) // not Table.DecrRef, which deletes the file
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("unreadable: %v", r)
+		}
+	}()
+	_, err = table.OpenTable(mf, table.Options{
+		ReadOnly:    true,
+		ChkMode:     options.OnTableRead,
+		BlockSize:   4 << 10,
+		Compression: options.None,
+	})
+	return err
+}
+
+// environmental reports whether a failure to open is about the
+// environment rather than the data: moving the directory aside would not
+// help, and would hide a healthy store.
+func environmental(err error) bool {
+	for _, e := range []error{syscall.EACCES, syscall.EPERM, syscall.EROFS, syscall.ENOSPC,
+		syscall.EDQUOT, syscall.ENOMEM, syscall.EMFILE, syscall.ENFILE, syscall.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	// Badger flattens the errors it wraps into strings.
+	msg := strings.ToLower(err.Error())
+	for _, s := range []string{"directory lock", "permission denied", "read-only file system",
+		"no space left", "disk quota", "cannot allocate memory", "too many open files",
+		"resource temporarily unavailable"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// moveAside renames dir to dir.corrupt-<UTC time> and returns the new name.
+func moveAside(dir string, now time.Time) (string, error) {
+	base := filepath.Clean(dir) + ".corrupt-" + now.UTC().Format("20060102T150405Z")
+	to := base
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		to = fmt.Sprintf("%s.%d", base, i)
+	}
+	if err := os.Rename(dir, to); err != nil {
+		return "", err
+	}
+	return to, nil
+}
+
+// diskUsage is the space the files in dir take on disk. Badger's db.Size
+// needs MetricsEnabled (global expvar counters on every operation) and is
+// refreshed only once a minute; it also counts preallocated sparse files at
+// their apparent size.
+func diskUsage(dir string) int64 {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			n += int64(st.Blocks) * 512
+		} else {
+			n += fi.Size()
+		}
+	}
+	return n
+}
+
+// badgerLogger sends badger's log to slog. Badger logs routine work (every
+// compaction, every replay) at Info: that is Debug here, and its Debug is
+// below Debug.
+type badgerLogger struct{ l *slog.Logger }
+
+const levelTrace = slog.LevelDebug - 4
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.log(levelTrace, f, a) }
+
+func (b badgerLogger) log(level slog.Level, f string, a []any) {
+	ctx := context.Background()
+	if !b.l.Enabled(ctx, level) {
+		return
+	}
+	b.l.Log(ctx, level, strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+}
