@@ -109,6 +109,8 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 id = "killtest"
 data_dir = %q
 security_profile = "legacy"
+[api]
+listen = "127.0.0.1:0"
 [uplink]
 server = "mqtt://%s"
 keepalive = "5s"

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgeway/edgeway/agent"
+	"github.com/edgeway/edgeway/agent/api"
 	"github.com/edgeway/edgeway/agent/auth"
 	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/agent/gateway"
@@ -38,6 +39,7 @@ const usage = `edgeway — multi-protocol IoT edge gateway agent
 usage:
   edgeway run [-c|--config FILE]     run the agent (default /etc/edgeway/edgeway.toml)
   edgeway config check FILE          check a config file; prints every problem, exit 1 if any
+  edgeway ctl VERB …                 talk to a running agent's API (edgeway ctl help)
   edgeway gateway-registry           list the gateway kinds built into this binary
   edgeway passwd [-iterations N]     read a password on stdin, print its hash for built_in users
   edgeway version                    print version, commit, Go version and platform
@@ -61,6 +63,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return cmdCheck(args[2], stdout, stderr)
+	case "ctl":
+		return cmdCtl(args[1:], stdout, stderr)
 	case "gateway-registry":
 		for _, k := range gateway.Kinds() {
 			fmt.Fprintf(stdout, "%-10s %-22s %s\n", k.Name, strings.Join(k.Transports, ","), k.Description)
@@ -145,6 +149,17 @@ func cmdRun(args []string, stderr io.Writer) int {
 		// Partial start: keep running what did start (logged by Start).
 		log.Warn("running with errors", "error", err)
 	}
+	srv := api.New(a, api.Options{Logger: log.With("component", "api"), Version: version, ConfigPath: path,
+		Uplink: api.UplinkFunc(func() any {
+			if u := a.Uplink(); u != nil {
+				return u.Status()
+			}
+			return nil
+		})})
+	if err := srv.Start(context.Background()); err != nil {
+		// The agent relays without its API; the box must not go down for it.
+		log.Error("api not started", "error", err)
+	}
 	_ = sdnotify.Ready()
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
@@ -158,7 +173,10 @@ func cmdRun(args []string, stderr io.Writer) int {
 		timeout := a.Config().Agent.ShutdownTimeout.D()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		done := make(chan error, 1)
-		go func() { done <- a.Stop(ctx) }()
+		go func() {
+			_ = srv.Stop(ctx)
+			done <- a.Stop(ctx)
+		}()
 		select {
 		case err := <-done:
 			cancel()
