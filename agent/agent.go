@@ -65,6 +65,7 @@ type Agent struct {
 	uplink  atomic.Pointer[uplink.Uplink]
 	// filterMu serialises OnFilter reconciliation with the uplink.
 	filterMu sync.Mutex
+	fleet    *fleet
 
 	mu      sync.Mutex
 	cfg     *config.Config
@@ -179,6 +180,9 @@ func (a *Agent) Start(ctx context.Context) error {
 		a.board.Stop(ctx)
 		return err
 	}
+	if err := a.startFleet(); err != nil {
+		a.log.Error("fleet pushes off", "error", err)
+	}
 	err := a.gw.Apply(ctx, a.cfg.Gateways)
 	if err != nil {
 		a.log.Error("some gateways did not start", "error", err)
@@ -192,11 +196,19 @@ func (a *Agent) Start(ctx context.Context) error {
 // It is idempotent and safe after a partial start.
 func (a *Agent) Stop(ctx context.Context) error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if a.stopped {
+		a.mu.Unlock()
 		return nil
 	}
 	a.stopped = true
+	f := a.fleet
+	a.mu.Unlock()
+	// The fleet loop may be applying a push (which takes a.mu): end it first.
+	if f != nil {
+		f.close()
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.gw.Close(ctx)
 	a.stopSinks(ctx)
 	a.broker.Close()
@@ -407,6 +419,9 @@ func (a *Agent) Reload(ctx context.Context, nc *config.Config) (Report, error) {
 	}
 	if !reflect.DeepEqual(old.API, nc.API) {
 		later("api")
+	}
+	if !reflect.DeepEqual(old.Fleet, nc.Fleet) {
+		later("fleet")
 	}
 	if !reflect.DeepEqual(old.Uplink.Store, nc.Uplink.Store) {
 		// The store is never recreated by a reload: a pushed config must

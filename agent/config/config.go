@@ -10,6 +10,8 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -37,6 +39,7 @@ type Config struct {
 	API           API           `toml:"api"`
 	Uplink        Uplink        `toml:"uplink"`
 	Authorization Authorization `toml:"authorization"`
+	Fleet         Fleet         `toml:"fleet"`
 	Gateways      Gateways      `toml:"gateway"`
 
 	// Extra holds sections owned by other components (e.g. [board], [fleet])
@@ -281,6 +284,44 @@ func (u *Uplink) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Fleet is [fleet]: configs pushed by fleet management over the uplink.
+type Fleet struct {
+	// ConfigTopic is the local topic a signed config arrives on (mirrored
+	// upstream with the uplink's topic_prefix); "" turns pushes off.
+	ConfigTopic AgentTemplate `toml:"config_topic"`
+	// ConfigResultTopic receives the outcome of every push as JSON.
+	ConfigResultTopic AgentTemplate `toml:"config_result_topic"`
+	// TrustedKeys are base64 Ed25519 public keys; a push must be signed by
+	// one of them.
+	TrustedKeys []string `toml:"trusted_keys"`
+	// RollbackAfter restores the previous config when a pushed one loses
+	// the uplink and it is not back within this time; "0s" never.
+	RollbackAfter Duration `toml:"rollback_after"`
+}
+
+// Validate implements Validator.
+func (f *Fleet) Validate() error {
+	var errs []error
+	for i, k := range f.TrustedKeys {
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			errs = append(errs, Field(fmt.Sprintf("trusted_keys[%d]", i), "not a base64 Ed25519 public key (%d bytes)", ed25519.PublicKeySize))
+		}
+	}
+	if !f.ConfigTopic.IsZero() && len(f.TrustedKeys) == 0 {
+		errs = append(errs, Field("trusted_keys", "config_topic is set but no key is trusted: every push would be rejected"))
+	}
+	for _, kt := range []struct {
+		key string
+		t   AgentTemplate
+	}{{"config_topic", f.ConfigTopic}, {"config_result_topic", f.ConfigResultTopic}} {
+		if strings.ContainsAny(kt.t.String(), "+#") {
+			errs = append(errs, Field(kt.key, "must be a topic name, not a filter"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Authorization is [authorization]: ordered ACL rules, first match wins.
 type Authorization struct {
 	// NoMatch is what happens when no rule matches: "allow" (default, as EMQX) or "deny".
@@ -375,7 +416,11 @@ func Default() *Config {
 			Store:          Store{MaxBytes: 256 << 20, MaxAge: Duration(168 * 3600e9), OnFull: "drop_oldest", Sync: "batch"},
 		},
 		Authorization: Authorization{NoMatch: "allow"},
-		Gateways:      Gateways{},
+		Fleet: Fleet{
+			ConfigResultTopic: MustAgentTemplate("edgeway/${agent.id}/config/result"),
+			RollbackAfter:     Duration(120e9),
+		},
+		Gateways: Gateways{},
 	}
 }
 

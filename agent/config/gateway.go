@@ -265,6 +265,9 @@ func NewListener(ks KindSchema, typ, name string) (*Listener, error) {
 		MaxConnRate:    1000,
 		EnableAuthn:    true,
 	}
+	if b, ok := ks.DefaultBinds[ls.Name]; ok {
+		l.Bind = b
+	}
 	if ls.NewSpec != nil {
 		l.Spec = ls.NewSpec()
 	}
@@ -301,7 +304,7 @@ func (d *decoder) decodeListeners(path string, ks KindSchema, gw *Gateway, v any
 			}
 			d.decodeTable(lp, lm, l, l.Spec, l.KindSpec)
 			ls, _ := listenerSchema(typ)
-			if ls.DefaultBind != "" || l.Bind != "" {
+			if ls.DefaultBind != "" || l.Bind != "" || ls.Name == "udp" || ls.Name == "tcp" || ls.Name == "tls" || ls.Name == "dtls" {
 				if err := checkBind(l.Bind); err != nil {
 					d.errorf(join(lp, "bind"), "%v", err)
 				}

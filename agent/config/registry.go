@@ -25,6 +25,9 @@ type KindSchema struct {
 	// NewListenerSpec optionally returns kind-specific keys allowed on a
 	// listener of the given type (e.g. a serial framing option); nil for none.
 	NewListenerSpec func(listenerType string) any
+	// DefaultBinds are the kind's default ports by canonical listener type
+	// ("udp": "1884"), used when a listener sets no bind.
+	DefaultBinds map[string]string
 }
 
 // ListenerSchema describes one listener type, [...listeners.<Name>.<name>].

@@ -16,7 +16,7 @@ var (
 	agentRoots  = []string{"agent.id", "board.serial", "board.model", "board.profile", "hostname"}
 	clientRoots = []string{
 		"clientid", "username", "password", "peerhost", "peerport", "protocol",
-		"gateway", "listener", "endpoint_name", "phone", "cert_common_name",
+		"gateway", "listener", "endpoint_name", "phone", "node", "wireless_node_id", "cert_common_name",
 		"cert_subject", "gateway_id", "client_attrs.", "packet.",
 	}
 )

@@ -66,6 +66,7 @@ type Client struct {
 
 	connectedAt time.Time
 	closed      atomic.Bool
+	kicking     atomic.Bool
 	closeOnce   sync.Once
 	expiry      *time.Timer
 
@@ -127,6 +128,14 @@ func (l *Listener) Connect(ci *ClientInfo, h Handler, opts ConnectOptions) (c *C
 		c.drops = c.stats.Counter("messages.dropped")
 	}
 
+	// The session is opened before the client is published in the table,
+	// so nobody can reach a Client without one. Opening it detaches the old
+	// client's handle (a takeover), whose later calls then do nothing.
+	sid := sessionID(g.kind.Name, ci.ClientID)
+	_, existed := g.m.broker.Session(sid)
+	c.sess, present = g.m.broker.OpenSession(sid, deliverer{c}, opts.CleanStart, broker.SessionOptions{
+		MaxQueueLen: opts.MaxQueueLen, MaxInflight: opts.MaxInflight, Expiry: opts.Expiry, Held: opts.Held,
+	})
 	g.clientsMu.Lock()
 	old := g.clients[ci.ClientID]
 	g.clients[ci.ClientID] = c
@@ -136,12 +145,6 @@ func (l *Listener) Connect(ci *ClientInfo, h Handler, opts ConnectOptions) (c *C
 	} else {
 		g.connections.Inc()
 	}
-
-	sid := sessionID(g.kind.Name, ci.ClientID)
-	_, existed := g.m.broker.Session(sid)
-	c.sess, present = g.m.broker.OpenSession(sid, deliverer{c}, opts.CleanStart, broker.SessionOptions{
-		MaxQueueLen: opts.MaxQueueLen, MaxInflight: opts.MaxInflight, Expiry: opts.Expiry, Held: opts.Held,
-	})
 	hc := ci.HookClient()
 	bus := g.m.hooks
 	now := time.Now()
@@ -341,12 +344,17 @@ func (c *Client) Close(reason string) {
 
 // Kick ends the client from the framework's side (API, listener stop,
 // auth expiry): the Handler is told to close its connection.
+//
+// The Handler is told before the client is marked closed, so a protocol
+// can still publish the device's will from Kick.
 func (c *Client) Kick(reason string) {
-	if !c.closed.CompareAndSwap(false, true) {
+	if c.closed.Load() || !c.kicking.CompareAndSwap(false, true) {
 		return
 	}
 	c.h.Kick(reason)
-	c.finish(reason)
+	if c.closed.CompareAndSwap(false, true) {
+		c.finish(reason)
+	}
 }
 
 func (c *Client) finish(reason string) {

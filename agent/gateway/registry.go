@@ -41,6 +41,8 @@ type Kind struct {
 	NewConfig func() any
 	// NewListenerConfig optionally returns kind-specific listener keys.
 	NewListenerConfig func(listenerType string) any
+	// DefaultBinds are default ports by listener type ("udp": "1884").
+	DefaultBinds map[string]string
 	// New builds the runtime of one gateway instance. It must do no I/O:
 	// listeners are opened by the framework and handed to Serve.
 	New func(gw *Gateway) (Protocol, error)
@@ -96,6 +98,7 @@ func Register(k Kind) {
 		DefaultMountpoint: k.DefaultMountpoint,
 		NewSpec:           k.NewConfig,
 		NewListenerSpec:   k.NewListenerConfig,
+		DefaultBinds:      k.DefaultBinds,
 	})
 }
 

@@ -3,95 +3,38 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
-	mpackets "github.com/mochi-mqtt/server/v2/packets"
+	"github.com/edgeway/edgeway/internal/cloudtest"
 )
 
-type allowAll struct{ mochi.HookBase }
-
-func (h *allowAll) ID() string { return "allow-all" }
-func (h *allowAll) Provides(b byte) bool {
-	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
-}
-func (h *allowAll) OnConnectAuthenticate(*mochi.Client, mpackets.Packet) bool { return true }
-func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool               { return true }
-
-// cloud is a real MQTT broker (mochi-mqtt) with an inline subscriber that
-// records every payload it receives on data/#.
-type cloud struct {
-	srv  *mochi.Server
-	addr string
-	mu   sync.Mutex
-	got  map[int]int // payload number → times received
-}
-
-func startCloud(t *testing.T, addr string) *cloud {
-	t.Helper()
-	var ln net.Listener
-	var err error
-	for i := 0; i < 50; i++ {
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			break
+// missing lists the acknowledged numbers the cloud never received on
+// data/<n>, and counts duplicates.
+func missing(cl *cloudtest.Cloud, acked []int) (miss []int, dups int) {
+	seen := map[int]int{}
+	cl.Each(func(topic string, payload []byte) {
+		if n, err := strconv.Atoi(string(payload)); err == nil && strings.HasPrefix(topic, "data/") {
+			seen[n]++
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cloud{addr: ln.Addr().String(), got: map[int]int{}}
-	c.srv = mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := c.srv.AddHook(new(allowAll), nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.srv.AddListener(listeners.NewNet("t", ln)); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	err = c.srv.Subscribe("data/#", 1, func(_ *mochi.Client, _ mpackets.Subscription, pk mpackets.Packet) {
-		n, err := strconv.Atoi(string(pk.Payload))
-		if err != nil {
-			return
-		}
-		c.mu.Lock()
-		c.got[n]++
-		c.mu.Unlock()
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.srv.Close() })
-	return c
-}
-
-func (c *cloud) missing(acked []int) (missing []int, dups int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, n := range acked {
-		if c.got[n] == 0 {
-			missing = append(missing, n)
+		if seen[n] == 0 {
+			miss = append(miss, n)
 		}
 	}
-	for _, k := range c.got {
+	for _, k := range seen {
 		if k > 1 {
 			dups += k - 1
 		}
 	}
-	return missing, dups
+	return miss, dups
 }
 
 // TestKillNineLosesNothingAcknowledged: a device publishes QoS 1 through
@@ -180,7 +123,8 @@ bind = %q
 
 	// 2: cloud up, agent restarted, backlog draining and live traffic;
 	// SIGKILL again mid-stream.
-	cl := startCloud(t, cloudAddr)
+	cl := cloudtest.Start(t, cloudAddr)
+	cl.Record(t, "data/#")
 	cmd, _ = start()
 	more := publish(100000, 5000, 300, func() { _ = cmd.Process.Kill() })
 	_ = cmd.Wait()
@@ -191,7 +135,7 @@ bind = %q
 	_, logs := start()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		missing, dups := cl.missing(acked)
+		missing, dups := missing(cl, acked)
 		if len(missing) == 0 {
 			t.Logf("all %d acknowledged messages reached the broker; %d duplicates", len(acked), dups)
 			return

@@ -22,11 +22,12 @@ import (
 
 func init() {
 	gateway.Register(gateway.Kind{
-		Name:        "stomp",
-		Description: "STOMP 1.0/1.1/1.2 over tcp and tls",
-		Transports:  []string{"tcp", "tls"},
-		NewConfig:   func() any { return DefaultConfig() },
-		New:         newProto,
+		Name:         "stomp",
+		Description:  "STOMP 1.0/1.1/1.2 over tcp and tls",
+		Transports:   []string{"tcp", "tls"},
+		DefaultBinds: map[string]string{"tcp": "61613", "tls": "61614"},
+		NewConfig:    func() any { return DefaultConfig() },
+		New:          newProto,
 	})
 }
 
