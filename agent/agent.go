@@ -87,7 +87,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	a.ident = board.ReadIdentity(opts.BoardRoot)
 	a.vars = agentVars(cfg, a.ident)
 	b, err := board.New(board.FromConfig(cfg), board.Options{
-		Root: opts.BoardRoot, Logger: a.log.With("component", "board"), Health: a.health,
+		Root: opts.BoardRoot, Logger: a.log, Health: a.health,
 		OnHealthy: opts.OnHealthy, HealthInterval: opts.HealthInterval,
 	})
 	if err != nil {
@@ -285,7 +285,7 @@ func (a *Agent) startSinks(ctx context.Context) error {
 
 func (a *Agent) startUplink(ctx context.Context, uc config.Uplink) error {
 	u, err := uplink.New(uc, uplink.Deps{
-		Queue: a.store, Broker: a.broker, Hooks: a.bus, Logger: a.log.With("component", "uplink"),
+		Queue: a.store, Broker: a.broker, Hooks: a.bus, Logger: a.log,
 		AgentID: a.ID(), Vars: a.vars, Metrics: a.metrics.Set("uplink", map[string]string{"component": "uplink"}),
 	})
 	if err != nil {

@@ -34,12 +34,16 @@ func badgerOptions(o *Options, log *slog.Logger) badger.Options {
 		WithCompression(options.None).
 		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(o.NumMemtables).
-		// Table builders allocate 2×BaseTableSize up front. On 32-bit,
-		// ristretto's z.Allocator corrupts what it hands out once it needs
-		// a second buffer ((bufIdx+1)<<32 overflows an int, ristretto
-		// v2.2.0 z/allocator.go:290), which a level-0 table of a whole
-		// memtable did with smaller tables: keep every table within the
-		// first buffer.
+		// A table builder allocates 2×BaseTableSize up front, from
+		// ristretto's z.Allocator. On 32-bit that allocator corrupts what
+		// it hands out once it needs a second buffer ((bufIdx+1)<<32
+		// overflows an int: ristretto v2.2.0 z/allocator.go:290), and the
+		// tables it builds fail their checksums or crash the reader. A
+		// builder needs up to ~1.45× the table's size for values under
+		// 1KB (a 4KB block allocated for three 1KB entries) but up to 3×
+		// for larger ones. So: tables of one memtable (a level-0 table is
+		// at most ~1.15 memtables) at every level, and only values under
+		// 1KB in tables (ValueThreshold): at most ~1.7×BaseTableSize.
 		WithBaseTableSize(o.MemTableSize).
 		WithBaseLevelSize(4 * o.MemTableSize).
 		WithNumLevelZeroTables(2).

@@ -18,12 +18,16 @@ import (
 const (
 	DefaultMaxBytes         = 256 << 20
 	DefaultGCInterval       = 5 * time.Minute
-	DefaultMemTableSize     = 4 << 20
+	DefaultMemTableSize     = 2 << 20
 	DefaultNumMemtables     = 2
 	DefaultValueLogFileSize = 16 << 20
 	DefaultBlockCacheSize   = 2 << 20
 	DefaultIndexCacheSize   = 2 << 20
 )
+
+// maxValueThreshold bounds the values kept in badger's tables; see
+// badgerOptions.
+const maxValueThreshold = 1 << 10
 
 // ErrTooLarge is returned by Append for a message that could never be
 // stored: larger than MaxBytes, or than half a value-log file.
@@ -62,12 +66,15 @@ type Options struct {
 	// Badger tuning for small devices; see README.md.
 
 	// MemTableSize is the size of one memtable (and of its write-ahead
-	// log, mapped at twice this). Default 8MB.
+	// log, mapped at twice this); also the size of every table. Default
+	// 2MB: badger's table builders and memtables dominate its heap.
 	MemTableSize int64
 	// NumMemtables is how many memtables may wait to be flushed. Default 2.
 	NumMemtables int
-	// ValueThreshold: values at least this long go to the value log, the
-	// rest live in the LSM tree. Default MemTableSize/16 (512KB).
+	// ValueThreshold: encoded messages at least this long go to badger's
+	// value log, shorter ones live in the LSM tree. Default and maximum
+	// 1KB: see badgerOptions for why larger values in tables are unsafe
+	// on 32-bit.
 	ValueThreshold int64
 	// ValueLogFileSize is the size of one value-log file (mapped at twice
 	// this). Default 16MB.
@@ -108,18 +115,20 @@ func (o *Options) setDefaults() error {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.MemTableSize <= 0 {
+	if o.MemTableSize == 0 {
 		o.MemTableSize = DefaultMemTableSize
 	}
 	if o.NumMemtables <= 0 {
 		o.NumMemtables = DefaultNumMemtables
 	}
-	if o.ValueThreshold <= 0 {
-		o.ValueThreshold = o.MemTableSize / 16
+	if o.MemTableSize < 1<<20 {
+		return fmt.Errorf("store: memtable size %d below 1MB", o.MemTableSize)
 	}
-	if maxVT := o.MemTableSize * 15 / 100 / 2; o.ValueThreshold > maxVT {
-		return fmt.Errorf("store: value threshold %d above %d, half of badger's batch limit for %d-byte memtables",
-			o.ValueThreshold, maxVT, o.MemTableSize)
+	if o.ValueThreshold <= 0 {
+		o.ValueThreshold = maxValueThreshold
+	}
+	if o.ValueThreshold > maxValueThreshold {
+		return fmt.Errorf("store: value threshold %d above %d", o.ValueThreshold, maxValueThreshold)
 	}
 	if o.ValueLogFileSize <= 0 {
 		o.ValueLogFileSize = DefaultValueLogFileSize

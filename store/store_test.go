@@ -653,7 +653,7 @@ func TestValueLogGC(t *testing.T) {
 	// Messages above ValueThreshold live in the value log; once they are
 	// deleted (and compaction has noticed), GC reclaims their files.
 	dir := filepath.Join(t.TempDir(), "q")
-	o := Options{Dir: dir, ValueThreshold: 1 << 10, ValueLogFileSize: 1 << 20, MemTableSize: 1 << 20}
+	o := Options{Dir: dir, ValueLogFileSize: 1 << 20, MemTableSize: 1 << 20}
 	s := openT(t, o)
 	payload := bytes.Repeat([]byte("x"), 8<<10)
 	var all []uint64
@@ -727,7 +727,8 @@ func TestOptions(t *testing.T) {
 		{Options{}, "store: no directory"},
 		{Options{Dir: dir, OnFull: "drop_newest"}, `store: on_full: unknown policy "drop_newest"`},
 		{Options{Dir: dir, Sync: "sometimes"}, `store: sync: unknown mode "sometimes"`},
-		{Options{Dir: dir, MemTableSize: 1 << 20, ValueThreshold: 1 << 20}, "store: value threshold 1048576 above 78643"},
+		{Options{Dir: dir, ValueThreshold: 1 << 20}, "store: value threshold 1048576 above 1024"},
+		{Options{Dir: dir, MemTableSize: 1 << 19}, "store: memtable size 524288 below 1MB"},
 	} {
 		_, err := Open(tc.o)
 		if err == nil || !strings.HasPrefix(err.Error(), tc.err) {
@@ -753,4 +754,34 @@ func settle(s *Store) {
 		for s.round() {
 		}
 	})
+}
+
+// An Append larger than badger's transaction limit is written in parts,
+// each synced before the next, and returns once all are durable.
+func TestAppendLargerThanATransaction(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	s := openT(t, Options{Dir: dir})
+	var in []*Message
+	payload := bytes.Repeat([]byte("v"), 500)
+	for i := range 2000 { // about 1MB: three times badger's limit for 2MB memtables
+		in = append(in, &Message{Topic: fmt.Sprintf("chunk/%d", i), Payload: payload})
+	}
+	if err := s.Append(context.Background(), in...); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if st.Syncs < 2 || st.Appended != 2000 {
+		t.Fatalf("stats %+v: want 2000 appended in several synced parts", st)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, Options{Dir: dir})
+	got := readAll(t, s)
+	if len(got) != len(in) {
+		t.Fatalf("stored %d of %d", len(got), len(in))
+	}
+	for i := range in {
+		sameMessage(t, got[i], in[i])
+	}
 }

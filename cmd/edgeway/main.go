@@ -149,7 +149,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		// Partial start: keep running what did start (logged by Start).
 		log.Warn("running with errors", "error", err)
 	}
-	srv := api.New(a, api.Options{Logger: log.With("component", "api"), Version: version, ConfigPath: path,
+	srv := api.New(a, api.Options{Logger: log, Version: version, ConfigPath: path,
 		Uplink: api.UplinkFunc(func() any {
 			if u := a.Uplink(); u != nil {
 				return u.Status()
