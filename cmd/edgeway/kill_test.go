@@ -17,7 +17,12 @@ import (
 
 // missing lists the acknowledged numbers the cloud never received on
 // data/<n>, and counts duplicates.
-func missing(cl *cloudtest.Cloud, acked []int) (miss []int, dups int) {
+// recorder is a cloud broker that keeps what it received.
+type recorder interface {
+	Each(fn func(topic string, payload []byte))
+}
+
+func missing(cl recorder, acked []int) (miss []int, dups int) {
 	seen := map[int]int{}
 	cl.Each(func(topic string, payload []byte) {
 		if n, err := strconv.Atoi(string(payload)); err == nil && strings.HasPrefix(topic, "data/") {
@@ -43,6 +48,23 @@ func missing(cl *cloudtest.Cloud, acked []int) (miss []int, dups int) {
 // publish the device saw acknowledged must reach the broker (duplicates
 // are allowed and reported).
 func TestKillNineLosesNothingAcknowledged(t *testing.T) {
+	t.Run("mochi", func(t *testing.T) {
+		killNine(t, func(t *testing.T, addr string) recorder {
+			c := cloudtest.Start(t, addr)
+			c.Record(t, "data/#")
+			return c
+		})
+	})
+	t.Run("mosquitto", func(t *testing.T) {
+		killNine(t, func(t *testing.T, addr string) recorder {
+			m := cloudtest.StartMosquitto(t, addr)
+			m.Record(t, "data/#")
+			return m
+		})
+	})
+}
+
+func killNine(t *testing.T, startCloud func(t *testing.T, addr string) recorder) {
 	cloudAddr := freePort(t) // nothing listens there yet: the cloud is down
 	dir := t.TempDir()
 	gw := freePort(t)
@@ -123,8 +145,7 @@ bind = %q
 
 	// 2: cloud up, agent restarted, backlog draining and live traffic;
 	// SIGKILL again mid-stream.
-	cl := cloudtest.Start(t, cloudAddr)
-	cl.Record(t, "data/#")
+	cl := startCloud(t, cloudAddr)
 	cmd, _ = start()
 	more := publish(100000, 5000, 300, func() { _ = cmd.Process.Kill() })
 	_ = cmd.Wait()
