@@ -21,7 +21,7 @@ import (
 // badgerOptions are badger's options for a small device. Badger's defaults
 // assume a server: 64MB memtables × 5, 1GB value-log files (mapped at
 // twice their size, which fails on 32-bit ARM), a 256MB block cache and
-// Snappy. See README.md for the reasoning behind each value.
+// Snappy. README.md has the reasoning and the measurements.
 func badgerOptions(o *Options, log *slog.Logger) badger.Options {
 	bo := badger.DefaultOptions(o.Dir)
 	bo.TableSizeMultiplier = 1 // see WithBaseTableSize below
@@ -52,10 +52,15 @@ func badgerOptions(o *Options, log *slog.Logger) badger.Options {
 		WithValueThreshold(o.ValueThreshold).
 		WithValueLogFileSize(o.ValueLogFileSize).
 		WithValueLogMaxEntries(uint32(o.ValueLogFileSize / 256)).
-		WithBlockCacheSize(o.BlockCacheSize).
-		WithIndexCacheSize(o.IndexCacheSize).
-		WithChecksumVerificationMode(options.OnBlockRead). // tables: verifyTables
-
+		// No caches. Tables are uncompressed and mapped: a block is read
+		// in place, and an unencrypted table's index points into the
+		// mapping (badger uses the index cache only for encrypted ones).
+		// A FIFO reads each block about once: a 2MB block cache measured
+		// a 3% hit ratio, and badger logged a warning about it every
+		// minute.
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		WithChecksumVerificationMode(options.OnBlockRead). // whole tables: verifyTables, at open
 		WithNumGoroutines(1)
 }
 

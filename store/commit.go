@@ -1,7 +1,9 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -70,6 +72,7 @@ func (s *Store) run() {
 		case <-expC:
 			s.sweep()
 		case <-gcC:
+			s.reclaim()
 			s.gc()
 		case f := <-s.ctl:
 			f()
@@ -210,8 +213,7 @@ func (s *Store) round() (more bool) {
 		return f(txn)
 	}
 	if nSets > 0 {
-		hwm := make([]byte, 8)
-		putUint64(hwm, s.next-1)
+		hwm := binary.BigEndian.AppendUint64(nil, s.next-1)
 		werr = add(func(t *badger.Txn) error { return t.Set(keyHWM, hwm) })
 	}
 	for _, seq := range allDels {
@@ -449,10 +451,10 @@ func (ev *evictor) close() {
 	}
 }
 
-// markLocked marks seq deleted, for the committer's evictions and expiry;
-// the round writes the victims itself. s.mu is held.
+// markLocked marks seq deleted. s.mu is held.
 func (s *Store) markLocked(seq uint64) {
 	s.pending[seq] = struct{}{}
+	delete(s.issued, seq)
 }
 
 func (s *Store) addDrop(v []byte, seq uint64, reason string) {
@@ -506,12 +508,17 @@ func (s *Store) forget() {
 	s.mu.Lock()
 	for _, seq := range s.written {
 		delete(s.pending, seq)
+		delete(s.issued, seq) // recorded by a Read of an older snapshot
 	}
 	s.written = s.written[:0]
 	if len(s.pending) == 0 && cap(s.written) > 4096 {
 		// Maps never shrink: after a burst, start afresh.
 		s.pending = make(map[uint64]struct{})
 		s.written = nil
+	}
+	if len(s.issued) == 0 && s.issuedPeak > 4096 {
+		s.issued = make(map[uint64]int64)
+		s.issuedPeak = 0
 	}
 	s.mu.Unlock()
 	s.snap.Unlock()
@@ -617,6 +624,42 @@ func (s *Store) expire(limit int) (more bool) {
 	return false
 }
 
+// reclaim hands the space of a drained store back at once. Deleted
+// messages otherwise stay on disk, tombstones and all, until compaction
+// has merged them level by level — rewriting them on the SD card on the
+// way — and it only runs when more writes arrive. When the store is empty,
+// badger's DropPrefix drops the message tables whole instead. Only the
+// committer writes, so no message can arrive while it runs.
+func (s *Store) reclaim() {
+	empty := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.count == 0 && len(s.queue) == 0
+	}
+	if !empty() {
+		return
+	}
+	if tables, _ := filepath.Glob(filepath.Join(s.opts.Dir, "*.sst")); len(tables) < 2 {
+		return // little to gain
+	}
+	for s.round() {
+	}
+	if !empty() {
+		return
+	}
+	// DropPrefix does nothing unless a live key has the prefix: seq 0 is
+	// never assigned; load ignores it should we crash before the drop.
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(msgKey(0), nil) })
+	if err == nil {
+		err = s.db.DropPrefix([]byte{prefixMsg})
+	}
+	if err != nil {
+		s.log.Warn("store: dropping the tables of a drained store", "error", err)
+		return
+	}
+	s.log.Debug("store: drained; message tables dropped")
+}
+
 // gc runs badger's value-log GC, one file per call, while it finds files
 // worth rewriting, letting queued appends through between files.
 func (s *Store) gc() (files int, err error) {
@@ -640,10 +683,4 @@ func (s *Store) gc() (files int, err error) {
 		}
 	}
 	return files, nil
-}
-
-func putUint64(b []byte, v uint64) {
-	_ = b[7]
-	b[0], b[1], b[2], b[3] = byte(v>>56), byte(v>>48), byte(v>>40), byte(v>>32)
-	b[4], b[5], b[6], b[7] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
 }

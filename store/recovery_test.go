@@ -2,6 +2,7 @@ package store
 
 import (
 	"crypto/rand"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -51,7 +52,13 @@ func TestCorruptStoreMovedAside(t *testing.T) {
 		{"garbage value log header", func(t *testing.T, dir string) string { return garble(t, dir, "*.vlog", 0, 0) }},
 		{"garbage key registry", func(t *testing.T, dir string) string { return garble(t, dir, "KEYREGISTRY", 0, 0) }},
 		{"bad epoch", func(t *testing.T, dir string) string {
-			db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
+			// With the store's options: badger's defaults map 2GB of value
+			// log, which a 32-bit process often cannot.
+			o := Options{Dir: dir}
+			if err := o.setDefaults(); err != nil {
+				t.Fatal(err)
+			}
+			db, err := badger.Open(badgerOptions(&o, slog.New(slog.DiscardHandler)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -21,9 +22,10 @@ const (
 	DefaultMemTableSize     = 2 << 20
 	DefaultNumMemtables     = 2
 	DefaultValueLogFileSize = 16 << 20
-	DefaultBlockCacheSize   = 2 << 20
-	DefaultIndexCacheSize   = 2 << 20
 )
+
+// maxIssued bounds Store.issued: above any uplink's max_inflight.
+const maxIssued = 1 << 16
 
 // maxValueThreshold bounds the values kept in badger's tables; see
 // badgerOptions.
@@ -79,10 +81,6 @@ type Options struct {
 	// ValueLogFileSize is the size of one value-log file (mapped at twice
 	// this). Default 16MB.
 	ValueLogFileSize int64
-	// BlockCacheSize and IndexCacheSize bound badger's caches. Default
-	// 2MB each.
-	BlockCacheSize int64
-	IndexCacheSize int64
 }
 
 func (o *Options) setDefaults() error {
@@ -130,14 +128,12 @@ func (o *Options) setDefaults() error {
 	if o.ValueThreshold > maxValueThreshold {
 		return fmt.Errorf("store: value threshold %d above %d", o.ValueThreshold, maxValueThreshold)
 	}
-	if o.ValueLogFileSize <= 0 {
+	if o.ValueLogFileSize == 0 {
 		o.ValueLogFileSize = DefaultValueLogFileSize
 	}
-	if o.BlockCacheSize <= 0 {
-		o.BlockCacheSize = DefaultBlockCacheSize
-	}
-	if o.IndexCacheSize <= 0 {
-		o.IndexCacheSize = DefaultIndexCacheSize
+	// Options badger would refuse must not look like a corrupt store.
+	if o.ValueLogFileSize < 1<<20 || o.ValueLogFileSize >= 1<<30 {
+		return fmt.Errorf("store: value log file size %d outside [1MB, 1GB)", o.ValueLogFileSize)
 	}
 	return nil
 }
@@ -176,12 +172,17 @@ type Store struct {
 	delQueue []uint64            // deleted, not yet written to badger
 	pending  map[uint64]struct{} // deleted, possibly still visible in a snapshot
 	written  []uint64            // in pending and written to badger
-	head     uint64              // no live message has a lower seq
-	headTime time.Time
-	count    int64
-	bytes    int64
-	st       Stats
-	diskAt   time.Time
+	// issued holds the sizes of messages Read has handed out, so that
+	// their Delete needs no lookup in badger (most of a drain's cost
+	// otherwise). Bounded: the uplink's in-flight window.
+	issued     map[uint64]int64
+	issuedPeak int
+	head       uint64 // no live message has a lower seq
+	headTime   time.Time
+	count      int64
+	bytes      int64
+	st         Stats
+	diskAt     time.Time
 
 	// Owned by the committer.
 	next    uint64 // next seq to assign
@@ -226,6 +227,7 @@ func Open(opts Options) (*Store, error) {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		pending: make(map[uint64]struct{}),
+		issued:  make(map[uint64]int64),
 	}
 	// Badger refuses a transaction of 15% of a memtable, or of as many
 	// entries as maximal skiplist nodes fit in that.
@@ -261,6 +263,7 @@ func Open(opts Options) (*Store, error) {
 // load reads the meta keys and rebuilds the accounting by one pass over
 // the keys.
 func (s *Store) load() error {
+	s.epoch, s.count, s.bytes, s.head, s.headTime = "", 0, 0, 0, time.Time{}
 	var hwm uint64
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyEpoch)
@@ -293,7 +296,7 @@ func (s *Store) load() error {
 				if len(v) != 8 {
 					return fmt.Errorf("store: bad high-water mark %x", v)
 				}
-				hwm = beUint64(v)
+				hwm = binary.BigEndian.Uint64(v)
 				return nil
 			})
 			if err != nil {
@@ -325,7 +328,7 @@ func (s *Store) load() error {
 	// so this reads no more than the keys' blocks.
 	var bad []uint64
 	var last uint64
-	first := true
+	first, sentinel := true, false
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMsg}})
 		defer it.Close()
@@ -333,6 +336,10 @@ func (s *Store) load() error {
 			item := it.Item()
 			seq, ok := seqOf(item.Key())
 			if !ok {
+				continue
+			}
+			if seq == 0 { // reclaim's sentinel: a crash came before its drop
+				sentinel = true
 				continue
 			}
 			last = seq
@@ -366,6 +373,11 @@ func (s *Store) load() error {
 	}
 	if len(bad) > 0 {
 		s.log.Error("store: deleting messages that do not decode", "dir", s.opts.Dir, "count", len(bad))
+	}
+	if sentinel {
+		bad = append(bad, 0)
+	}
+	if len(bad) > 0 {
 		wb := s.db.NewWriteBatch()
 		for _, seq := range bad {
 			if err := wb.Delete(msgKey(seq)); err != nil {
@@ -378,12 +390,6 @@ func (s *Store) load() error {
 		}
 	}
 	return nil
-}
-
-func beUint64(b []byte) uint64 {
-	_ = b[7]
-	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
-		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
 }
 
 // Append implements Queue. It encodes on the caller's goroutine, then
@@ -504,6 +510,7 @@ func (s *Store) Read(after uint64, max int) ([]*Message, error) {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMsg}})
 	defer it.Close()
 	var out []*Message
+	var sizes []int64
 	var key [keyLen]byte
 	putKey(key[:], start)
 	for it.Seek(key[:]); it.Valid() && len(out) < max; it.Next() {
@@ -529,7 +536,21 @@ func (s *Store) Read(after uint64, max int) ([]*Message, error) {
 		}
 		m.ID = makeID(s.epoch, seq)
 		out = append(out, m)
+		sizes = append(sizes, msgSize(vlen, len(s.epoch), seq))
 	}
+	s.mu.Lock()
+	for i, m := range out {
+		if len(s.issued) >= maxIssued {
+			break
+		}
+		if _, gone := s.pending[m.Seq]; !gone {
+			s.issued[m.Seq] = sizes[i]
+		}
+	}
+	if n := len(s.issued); n > s.issuedPeak {
+		s.issuedPeak = n
+	}
+	s.mu.Unlock()
 	return out, nil
 }
 
@@ -543,7 +564,7 @@ func (s *Store) isPending(seq uint64) bool {
 func (s *Store) dropCorrupt(seq uint64, size int64) {
 	s.mu.Lock()
 	if _, ok := s.pending[seq]; !ok {
-		s.pending[seq] = struct{}{}
+		s.markLocked(seq)
 		s.delQueue = append(s.delQueue, seq)
 		s.count--
 		s.bytes -= size
@@ -575,7 +596,22 @@ func (s *Store) Delete(seqs ...uint64) error {
 	var key [keyLen]byte
 	marked := 0
 	for _, seq := range seqs {
-		if seq < head || s.isPending(seq) {
+		if seq < head {
+			continue
+		}
+		s.mu.Lock()
+		_, gone := s.pending[seq]
+		size, issued := s.issued[seq]
+		if !gone && issued {
+			s.markLocked(seq)
+			s.delQueue = append(s.delQueue, seq)
+			s.count--
+			s.bytes -= size
+			s.st.Deleted++
+			marked++
+		}
+		s.mu.Unlock()
+		if gone || issued {
 			continue
 		}
 		putKey(key[:], seq)
@@ -586,7 +622,7 @@ func (s *Store) Delete(seqs ...uint64) error {
 		if err != nil {
 			return fmt.Errorf("store: delete %d: %w", seq, err)
 		}
-		size := msgSize(int(item.ValueSize()), len(s.epoch), seq)
+		size = msgSize(int(item.ValueSize()), len(s.epoch), seq)
 		if item.ValueSize() >= s.opts.ValueThreshold {
 			// In the value log, ValueSize is an estimate.
 			if err := item.Value(func(v []byte) error {
@@ -598,7 +634,7 @@ func (s *Store) Delete(seqs ...uint64) error {
 		}
 		s.mu.Lock()
 		if _, ok := s.pending[seq]; !ok {
-			s.pending[seq] = struct{}{}
+			s.markLocked(seq)
 			s.delQueue = append(s.delQueue, seq)
 			s.count--
 			s.bytes -= size

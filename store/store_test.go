@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // logWriter sends a store's log to the test's log.
@@ -729,6 +731,7 @@ func TestOptions(t *testing.T) {
 		{Options{Dir: dir, Sync: "sometimes"}, `store: sync: unknown mode "sometimes"`},
 		{Options{Dir: dir, ValueThreshold: 1 << 20}, "store: value threshold 1048576 above 1024"},
 		{Options{Dir: dir, MemTableSize: 1 << 19}, "store: memtable size 524288 below 1MB"},
+		{Options{Dir: dir, ValueLogFileSize: 1 << 30}, "store: value log file size 1073741824 outside [1MB, 1GB)"},
 	} {
 		_, err := Open(tc.o)
 		if err == nil || !strings.HasPrefix(err.Error(), tc.err) {
@@ -783,5 +786,63 @@ func TestAppendLargerThanATransaction(t *testing.T) {
 	}
 	for i := range in {
 		sameMessage(t, got[i], in[i])
+	}
+}
+
+// A drained store gives its disk space back at the next GC tick, without
+// compaction rewriting what was deleted; seqs carry on.
+func TestReclaimDrainedStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	s := openT(t, Options{Dir: dir, Sync: SyncNone})
+	fill(t, s, 50_000, 500)
+	all := readAll(t, s)
+	if err := s.Delete(seqs(all)...); err != nil {
+		t.Fatal(err)
+	}
+	settle(s)
+	before := diskUsage(dir)
+	s.do(s.reclaim)
+	after := diskUsage(dir)
+	t.Logf("drained store: %d KB on disk, %d KB after reclaim", before>>10, after>>10)
+	if after > before/2 {
+		t.Fatalf("%d bytes on disk after reclaim, %d before", after, before)
+	}
+	more := appendN(t, s, 0, 2)
+	if more[0].Seq != 50_001 {
+		t.Fatalf("seq %d after reclaim, want 50001", more[0].Seq)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, Options{Dir: dir})
+	if got := readAll(t, s); !slices.Equal(seqs(got), []uint64{50_001, 50_002}) {
+		t.Fatalf("after reopening: %v", seqs(got))
+	}
+	// A store that is not empty is left alone.
+	before = diskUsage(dir)
+	s.do(s.reclaim)
+	if got := readAll(t, s); len(got) != 2 {
+		t.Fatalf("reclaim of a non-empty store: %v", seqs(got))
+	}
+}
+
+// The sentinel reclaim writes is ignored if a crash leaves it behind.
+func TestReclaimSentinelIgnored(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	s := openT(t, Options{Dir: dir})
+	appendN(t, s, 0, 3)
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(msgKey(0), nil) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	log, w := testLogger(t)
+	s = openT(t, Options{Dir: dir, Logger: log})
+	if got := readAll(t, s); !slices.Equal(seqs(got), []uint64{1, 2, 3}) || s.Stats().Messages != 3 {
+		t.Fatalf("stored %v, stats %+v", seqs(got), s.Stats())
+	}
+	if strings.Contains(w.String(), "level=ERROR") {
+		t.Fatalf("the sentinel was reported: %s", w.String())
 	}
 }
