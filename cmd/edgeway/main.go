@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -133,6 +134,12 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "edgeway: config not valid, not starting:\n%v\n", err)
 		return 1
+	}
+	// A soft memory limit makes the GC return memory after a burst (a
+	// drained backlog) instead of keeping RSS at its peak; GOMEMLIMIT in
+	// the environment wins.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(64 << 20)
 	}
 	log, level := agent.NewLogger(stderr, cfg.Agent.Log)
 	a, err := agent.New(cfg, agent.Options{Logger: log, Level: level, Version: version, ConfigPath: path,
