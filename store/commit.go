@@ -313,6 +313,16 @@ func (s *Store) place(r *appendReq, ev *evictor) {
 		s.mu.Lock()
 		full := s.bytes+need > max
 		if full {
+			if r.noWait {
+				// Nobody waits to hear "full": count each as dropped.
+				s.st.DroppedFull += uint64(len(r.vals))
+				s.mu.Unlock()
+				for _, v := range r.vals {
+					s.addDrop(v, 0, DropReasonFull)
+				}
+				r.err = ErrFull
+				return
+			}
 			s.mu.Unlock()
 			r.err = ErrFull
 			return

@@ -203,6 +203,8 @@ type appendReq struct {
 	state uint8
 	err   error
 	done  chan struct{}
+	// noWait: nobody waits on done (AppendNoWait).
+	noWait bool
 }
 
 const (
@@ -403,6 +405,19 @@ func (s *Store) load() error {
 // written, Append returns ctx's error without knowing the outcome: they
 // may be stored (a duplicate if the device resends, never a loss).
 func (s *Store) Append(ctx context.Context, msgs ...*Message) error {
+	return s.append(ctx, false, msgs)
+}
+
+// AppendNoWait queues messages for the next group commit and returns
+// without waiting for it: for messages nobody was promised durability for
+// (QoS 0), so a device is not held up by the disk. Order with other
+// appends is kept. Seq and ID are not filled in; a refusal under the Block
+// policy is counted (Stats.DroppedFull) and passed to OnDrop.
+func (s *Store) AppendNoWait(msgs ...*Message) error {
+	return s.append(context.Background(), true, msgs)
+}
+
+func (s *Store) append(ctx context.Context, noWait bool, msgs []*Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -446,9 +461,13 @@ func (s *Store) Append(ctx context.Context, msgs ...*Message) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
+	r.noWait = noWait
 	s.queue = append(s.queue, r)
 	s.mu.Unlock()
 	s.wake()
+	if noWait {
+		return nil
+	}
 
 	select {
 	case <-r.done:

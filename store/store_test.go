@@ -846,3 +846,44 @@ func TestReclaimSentinelIgnored(t *testing.T) {
 		t.Fatalf("the sentinel was reported: %s", w.String())
 	}
 }
+
+// TestAppendNoWait: QoS 0 appends queue without waiting for the sync, keep
+// their order with waited appends, and a Block refusal is counted.
+func TestAppendNoWait(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir(), MaxBytes: 1 << 20, OnFull: Block})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; i < 10; i++ {
+		if err := s.AppendNoWait(&Message{Topic: "t", Payload: []byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A waited append after them commits them too (FIFO).
+	if err := s.Append(context.Background(), &Message{Topic: "t", Payload: []byte{10}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Read(0, 100)
+	if err != nil || len(got) != 11 {
+		t.Fatalf("read %d, %v", len(got), err)
+	}
+	for i, m := range got {
+		if m.Payload[0] != byte(i) {
+			t.Fatalf("message %d has payload %d", i, m.Payload[0])
+		}
+	}
+	big := make([]byte, 600<<10)
+	if err := s.Append(context.Background(), &Message{Topic: "t", Payload: big}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendNoWait(&Message{Topic: "t", Payload: big}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(context.Background(), &Message{Topic: "t", Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.DroppedFull != 1 || st.Messages != 13 {
+		t.Fatalf("stats %+v", st)
+	}
+}

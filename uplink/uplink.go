@@ -339,6 +339,16 @@ func (u *Uplink) Accept(m *broker.Message) error {
 		Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain,
 		Gateway: m.Gateway, ClientID: m.ClientID, Time: m.Time,
 	}
+	// Nobody was promised durability for QoS 0: queue it for the next group
+	// commit without holding the device up for the fsync.
+	if m.QoS == 0 {
+		if nw, ok := u.q.(interface{ AppendNoWait(...*store.Message) error }); ok {
+			if err := nw.AppendNoWait(sm); err != nil {
+				return fmt.Errorf("uplink: %w", err)
+			}
+			return nil
+		}
+	}
 	if err := u.q.Append(context.Background(), sm); err != nil {
 		return fmt.Errorf("uplink: %w", err)
 	}
