@@ -64,6 +64,8 @@ mountpoint = "sn/"
 bind = "127.0.0.1:0"
 [gateway.stomp.listeners.tcp.default]
 bind = "127.0.0.1:0"
+[gateway.lwm2m.listeners.udp.default]
+bind = "127.0.0.1:0"
 `
 
 func startE2E(t *testing.T) (*Agent, *cloudtest.Cloud) {
