@@ -106,7 +106,7 @@ func startE2E(t *testing.T) (*Agent, *cloudtest.Cloud) {
 	return a, cl
 }
 
-func listenerAddr(t *testing.T, a *Agent, gw string) string {
+func listenerAddr(t testing.TB, a *Agent, gw string) string {
 	t.Helper()
 	g, ok := a.Gateways().Get(gw)
 	if !ok || len(g.Listeners()) == 0 {
