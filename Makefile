@@ -22,9 +22,11 @@ run: build
 	mkdir -p data
 	./bin/edgeway run -c $(CONFIG)
 
-# Every test, with the race detector (needs cgo: gcc).
+# Every test, with the race detector (needs cgo: gcc). The fault suite
+# runs at its CI size (-short: ~90 s); `make fault` runs it in full.
 test:
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /bench/fault)
+	$(GO) test -race -count=1 -timeout 10m -short ./bench/fault/
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -74,3 +76,20 @@ vendor-tarball:
 # Everything above plus install/remove of the amd64 .deb (root).
 packaging-check:
 	bash .ci/packaging.sh
+
+# ---- bench (issue 12): load generator, scenarios, fault suite ----
+# SCENARIO: steady|idle|outage|backlog|ceiling|all; BENCHFLAGS e.g.
+# "-protocols mqttsn -clients 200 -rate 10 -duration 20s". Results go to
+# bench/results/<scenario>-<time>/ (JSON, SVG charts, summary.md).
+.PHONY: bench fault
+SCENARIO   ?= steady
+BENCHFLAGS ?=
+bench:
+	$(GO) run ./bench/cmd/edgeway-bench $(BENCHFLAGS) $(SCENARIO)
+
+# Kill -9 loop, broker restarts, black-holed uplink, full store, malformed
+# flood, soak; needs /usr/sbin/mosquitto (a failure, not a skip, with CI set).
+# FAULTFLAGS=-short for the CI-sized run.
+FAULTFLAGS ?=
+fault:
+	$(GO) test -race -count=1 -timeout 15m $(FAULTFLAGS) -v ./bench/fault/
