@@ -11,6 +11,16 @@ import (
 // tests cover the limit exactly.
 const maxSeedLen = 1024
 
+// discouraged is the oracle for hasDiscouraged, written rune by rune.
+func discouraged(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) || (r >= 0xfdd0 && r <= 0xfdef) || r&0xfffe == 0xfffe {
+			return true
+		}
+	}
+	return false
+}
+
 func FuzzValidTopicName(f *testing.F) {
 	for _, tc := range nameCases {
 		if len(tc.name) <= maxSeedLen {
@@ -19,7 +29,7 @@ func FuzzValidTopicName(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		err := ValidTopicName(s)
-		ok := s != "" && len(s) <= MaxTopicLen && utf8.ValidString(s) && !strings.ContainsAny(s, "+#\x00")
+		ok := s != "" && len(s) <= MaxTopicLen && utf8.ValidString(s) && !strings.ContainsAny(s, "+#\x00") && !discouraged(s)
 		if (err == nil) != ok {
 			t.Fatalf("ValidTopicName(%q) = %v, want ok=%v", s, err, ok)
 		}
@@ -50,7 +60,7 @@ func FuzzValidTopicFilter(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if s == "" || len(s) > MaxTopicLen || !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+		if s == "" || len(s) > MaxTopicLen || !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 || discouraged(s) {
 			t.Fatalf("ValidTopicFilter(%q) accepted a bad string", s)
 		}
 		inner := s

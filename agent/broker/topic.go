@@ -30,12 +30,14 @@ var (
 	errNameTooLong  = fmt.Errorf("%w: longer than %d bytes", ErrInvalidTopicName, MaxTopicLen)
 	errNameNUL      = fmt.Errorf("%w: contains U+0000", ErrInvalidTopicName)
 	errNameUTF8     = fmt.Errorf("%w: not valid UTF-8", ErrInvalidTopicName)
+	errNameControl  = fmt.Errorf("%w: control character or noncharacter", ErrInvalidTopicName)
 	errNameWildcard = fmt.Errorf("%w: contains a wildcard", ErrInvalidTopicName)
 
 	errFilterEmpty        = fmt.Errorf("%w: empty", ErrInvalidTopicFilter)
 	errFilterTooLong      = fmt.Errorf("%w: longer than %d bytes", ErrInvalidTopicFilter, MaxTopicLen)
 	errFilterNUL          = fmt.Errorf("%w: contains U+0000", ErrInvalidTopicFilter)
 	errFilterUTF8         = fmt.Errorf("%w: not valid UTF-8", ErrInvalidTopicFilter)
+	errFilterControl      = fmt.Errorf("%w: control character or noncharacter", ErrInvalidTopicFilter)
 	errFilterHashNotAlone = fmt.Errorf("%w: '#' must be alone in its level", ErrInvalidTopicFilter)
 	errFilterHashNotLast  = fmt.Errorf("%w: '#' must be the last level", ErrInvalidTopicFilter)
 	errFilterPlusNotAlone = fmt.Errorf("%w: '+' must be alone in its level", ErrInvalidTopicFilter)
@@ -66,7 +68,33 @@ func ValidTopicName(s string) error {
 	if !utf8.ValidString(s) {
 		return errNameUTF8
 	}
+	if hasDiscouraged(s) {
+		return errNameControl
+	}
 	return nil
+}
+
+// hasDiscouraged reports control characters (U+0001–U+001F, U+007F–U+009F)
+// and Unicode noncharacters. MQTT says topics SHOULD NOT contain them and
+// lets a receiver close the connection when they do; mosquitto does. A
+// device's topic with one would then be a poison message for the uplink,
+// resent and refused after every reconnect, so they are refused here.
+func hasDiscouraged(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f {
+			return true
+		}
+		if c < 0x80 {
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r <= 0x9f || (r >= 0xfdd0 && r <= 0xfdef) || r&0xfffe == 0xfffe {
+			return true
+		}
+		i += size - 1
+	}
+	return false
 }
 
 // ValidTopicFilter reports whether s may be subscribed to. On top of the
@@ -85,6 +113,9 @@ func ValidTopicFilter(s string) error {
 	}
 	if !utf8.ValidString(s) {
 		return errFilterUTF8
+	}
+	if hasDiscouraged(s) {
+		return errFilterControl
 	}
 	if strings.HasPrefix(s, SharePrefix) {
 		rest := s[len(SharePrefix):]

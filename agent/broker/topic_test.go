@@ -31,6 +31,13 @@ var nameCases = []struct {
 	{"a\x00b", errNameNUL},
 	{"a\xffb", errNameUTF8},
 	{"\xed\xa0\x80", errNameUTF8}, // an encoded UTF-16 surrogate
+	{"a\tb", errNameControl},
+	{"a\x7f", errNameControl},
+	{"a\u0085", errNameControl},
+	{"a\ufdd0", errNameControl},
+	{"a\uffff", errNameControl},
+	{"a\U0001fffe", errNameControl},
+	{"a\u00a0b", nil},
 	{strings.Repeat("a", MaxTopicLen), nil},
 	{strings.Repeat("a", MaxTopicLen+1), errNameTooLong},
 }
