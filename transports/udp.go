@@ -306,8 +306,10 @@ func (l *udpListener) readLoop() {
 func (l *udpListener) dispatch(d []byte, from netip.AddrPort) {
 	if l.hcRequest != "" && string(d) == l.hcRequest {
 		if l.guard.Allowed(from.Addr().Unmap()) {
-			_, _ = l.pc.WriteToUDPAddrPort(l.hcReply, from)
+			// Counted before the reply leaves, so whoever sees the reply
+			// also sees the count.
 			l.health.Inc()
+			_, _ = l.pc.WriteToUDPAddrPort(l.hcReply, from)
 		}
 		return
 	}
