@@ -36,7 +36,7 @@ func TestSession(t *testing.T) {
 	obs := e.observe("gbt32960/#")
 	v := e.dial()
 	v.login()
-	d := obs.next(t)
+	d := obs.Next(t)
 	expectTopic(t, d, up+"vlogin")
 	golden(t, "vlogin", d.Msg.Payload)
 	if d.Msg.QoS != 1 {
@@ -46,11 +46,11 @@ func TestSession(t *testing.T) {
 	// A real-time report with every 2016 information type, then the same
 	// data reissued: no answer (as EMQX), JSON on info and reinfo.
 	v.send(cmdFrame(0x02, allInfos))
-	d = obs.next(t)
+	d = obs.Next(t)
 	expectTopic(t, d, up+"info")
 	golden(t, "info_all", d.Msg.Payload)
 	v.send(cmdFrame(0x03, allInfos))
-	d = obs.next(t)
+	d = obs.Next(t)
 	expectTopic(t, d, up+"reinfo")
 	golden(t, "reinfo_all", d.Msg.Payload)
 
@@ -69,19 +69,19 @@ func TestSession(t *testing.T) {
 
 	// Platform login and logout are forwarded.
 	v.send(codecFrame(t, "plogin"))
-	golden(t, "plogin", obs.next(t).Msg.Payload)
+	golden(t, "plogin", obs.Next(t).Msg.Payload)
 	v.send(codecFrame(t, "plogout"))
-	golden(t, "plogout", obs.next(t).Msg.Payload)
+	golden(t, "plogout", obs.Next(t).Msg.Payload)
 
 	// Unknown commands go to transparent.
 	v.send(codecFrame(t, "transparent"))
-	d = obs.next(t)
+	d = obs.Next(t)
 	expectTopic(t, d, up+"transparent")
 	golden(t, "transparent", d.Msg.Payload)
 
 	// Logout: published and answered.
 	v.send(codecFrame(t, "vlogout"))
-	d = obs.next(t)
+	d = obs.Next(t)
 	expectTopic(t, d, up+"vlogout")
 	golden(t, "vlogout", d.Msg.Payload)
 	r = v.read()
@@ -113,13 +113,13 @@ func TestEdition2025Login(t *testing.T) {
 	if r.start != "$$" || r.cmd != 0x01 || r.ack != 0x01 {
 		t.Fatalf("2025 login answer %+v", r)
 	}
-	golden(t, "vlogin_2025", obs.next(t).Msg.Payload)
+	golden(t, "vlogin_2025", obs.Next(t).Msg.Payload)
 	v.send(wireFrame{start: "$$", cmd: 0x07, ack: 0xFE, vin: vin}.bytes())
 	if r := v.read(); r.start != "$$" || r.cmd != 0x07 {
 		t.Fatalf("2025 heartbeat answer %+v", r)
 	}
 	v.send(codecFrame(t, "info_2025_all"))
-	d := obs.next(t)
+	d := obs.Next(t)
 	expectTopic(t, d, up+"info")
 	golden(t, "info_2025_all", d.Msg.Payload)
 	// Downlinks to a 2025 terminal use its start bytes.
@@ -144,13 +144,13 @@ func TestSplitAndGarbage(t *testing.T) {
 		}
 	}
 	v.read()
-	expectTopic(t, obs.next(t), up+"vlogin")
+	expectTopic(t, obs.Next(t), up+"vlogin")
 	report := cmdFrame(0x02, cat(infoTime, infoLocation))
 	v.send(cat(report[:7], nil))
 	time.Sleep(5 * time.Millisecond)
 	v.send(cat(report[7:], []byte("noise"), report))
-	golden(t, "info_location", obs.next(t).Msg.Payload)
-	golden(t, "info_location", obs.next(t).Msg.Payload)
+	golden(t, "info_location", obs.Next(t).Msg.Payload)
+	golden(t, "info_location", obs.Next(t).Msg.Payload)
 	eventually(t, "garbage counted", func() bool { return e.counter("frame.garbage_bytes") == float64(len("\r\nAT+OK\x00#")+len("noise")) })
 }
 
@@ -169,7 +169,7 @@ func TestBadChecksum(t *testing.T) {
 		t.Fatalf("frame.check_error = %v", n)
 	}
 	select {
-	case d := <-obs.ch:
+	case d := <-obs.Chan():
 		t.Fatalf("published %s", d.Msg.Payload)
 	default:
 	}
@@ -207,7 +207,7 @@ func TestMalformedReport(t *testing.T) {
 	v.login()
 	v.send(cmdFrame(0x02, cat(infoTime, infoVehicle[:9])))
 	v.send(cmdFrame(0x02, cat(infoTime, infoEngine)))
-	golden(t, "info_engine", obs.next(t).Msg.Payload)
+	golden(t, "info_engine", obs.Next(t).Msg.Payload)
 	if n := e.counter("frame.malformed"); n != 1 {
 		t.Fatalf("frame.malformed = %v", n)
 	}
@@ -238,7 +238,7 @@ func TestDownlink(t *testing.T) {
 		}
 		checkTime(t, r.data)
 		v.send(codecFrame(t, tc.reply))
-		d := resp.next(t)
+		d := resp.Next(t)
 		expectTopic(t, d, up+"response")
 		golden(t, tc.reply, d.Msg.Payload)
 	}
@@ -360,10 +360,10 @@ func TestAuthorization(t *testing.T) {
 	obs := e.observe("gbt32960/#")
 	v := e.dial()
 	v.login()
-	expectTopic(t, obs.next(t), up+"vlogin")
+	expectTopic(t, obs.Next(t), up+"vlogin")
 	v.send(cmdFrame(0x03, cat(infoTime, infoEngine)))
 	v.send(cmdFrame(0x02, cat(infoTime, infoEngine)))
-	expectTopic(t, obs.next(t), up+"info")
+	expectTopic(t, obs.Next(t), up+"info")
 	if n := e.counter("delivery.dropped.not_authorized"); n != 1 {
 		t.Fatalf("delivery.dropped.not_authorized = %v", n)
 	}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/agent/gateway"
 	"github.com/edgeway/edgeway/agent/metrics"
+	"github.com/edgeway/edgeway/internal/gwtest"
 
 	_ "github.com/edgeway/edgeway/agent/auth" // anonymous and http authenticators
 	_ "github.com/edgeway/edgeway/protocols/gbt32960"
@@ -102,58 +102,15 @@ func (e *env) counter(name string) float64 {
 
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	gwtest.Eventually(t, what, cond)
 }
 
-// observer is a session on the local broker: the cloud application's side.
-type observer struct {
-	s  *broker.Session
-	ch chan broker.Delivery
-}
-
-func (o *observer) Deliver(d broker.Delivery) {
-	if d.ID != 0 {
-		o.s.Ack(d.ID)
-	}
-	o.ch <- d
-}
-
-var obsSeq struct {
-	sync.Mutex
-	n int
-}
+// observer is the cloud application's side: a session on the local broker.
+type observer = gwtest.Observer
 
 func (e *env) observe(filter string) *observer {
 	e.t.Helper()
-	obsSeq.Lock()
-	obsSeq.n++
-	id := "test/observer-" + strings.Repeat("x", obsSeq.n)
-	obsSeq.Unlock()
-	o := &observer{ch: make(chan broker.Delivery, 4096)}
-	o.s, _ = e.b.OpenSession(id, o, true, broker.SessionOptions{Held: true, MaxQueueLen: 100000})
-	if _, err := o.s.Subscribe(filter, 1); err != nil {
-		e.t.Fatalf("observer subscribe: %v", err)
-	}
-	o.s.Resume()
-	e.t.Cleanup(o.s.Close)
-	return o
-}
-
-func (o *observer) next(t testing.TB) broker.Delivery {
-	t.Helper()
-	select {
-	case d := <-o.ch:
-		return d
-	case <-time.After(wait):
-		t.Fatal("observer: no message")
-	}
-	return broker.Delivery{}
+	return gwtest.Observe(e.t, e.b, filter)
 }
 
 func (e *env) publish(topic, payload string) {

@@ -41,9 +41,9 @@ ssl_options.keyfile = "`+keyFile+`"
 	t.Cleanup(func() { c.Close() })
 	v := &vehicle{t: t, c: c}
 	v.login()
-	expectTopic(t, obs.next(t), up+"vlogin")
+	expectTopic(t, obs.Next(t), up+"vlogin")
 	v.send(cmdFrame(0x02, allInfos))
-	golden(t, "info_all", obs.next(t).Msg.Payload)
+	golden(t, "info_all", obs.Next(t).Msg.Payload)
 }
 
 func throwawayPKI(t *testing.T) (*x509.CertPool, string, string) {

@@ -41,7 +41,7 @@ func BenchmarkLocationReports(b *testing.B) {
 	var got atomic.Int64
 	obs := e.observe("jt808/+/+/up")
 	go func() {
-		for range obs.ch {
+		for range obs.Chan() {
 			got.Add(1)
 		}
 	}()

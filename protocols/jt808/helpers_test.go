@@ -6,12 +6,10 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/agent/gateway"
 	"github.com/edgeway/edgeway/agent/metrics"
+	"github.com/edgeway/edgeway/internal/gwtest"
 
 	_ "github.com/edgeway/edgeway/agent/auth" // anonymous authenticator
 	_ "github.com/edgeway/edgeway/protocols/jt808"
@@ -104,58 +103,15 @@ func (e *env) counter(name string) float64 { return e.gw().Metrics().Snapshot()[
 
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	gwtest.Eventually(t, what, cond)
 }
 
-// observer is the MQTT side of a test: a session on the broker.
-type observer struct {
-	s  *broker.Session
-	ch chan broker.Delivery
-}
-
-func (o *observer) Deliver(d broker.Delivery) {
-	if d.ID != 0 {
-		o.s.Ack(d.ID)
-	}
-	o.ch <- d
-}
-
-var obsSeq struct {
-	sync.Mutex
-	n int
-}
+// observer is the cloud application's side: a session on the local broker.
+type observer = gwtest.Observer
 
 func (e *env) observe(filter string) *observer {
 	e.t.Helper()
-	obsSeq.Lock()
-	obsSeq.n++
-	id := fmt.Sprintf("test/observer-%d", obsSeq.n)
-	obsSeq.Unlock()
-	o := &observer{ch: make(chan broker.Delivery, 1<<16)}
-	o.s, _ = e.b.OpenSession(id, o, true, broker.SessionOptions{Held: true, MaxQueueLen: 1 << 20})
-	if _, err := o.s.Subscribe(filter, 1); err != nil {
-		e.t.Fatal(err)
-	}
-	o.s.Resume()
-	e.t.Cleanup(o.s.Close)
-	return o
-}
-
-func (o *observer) next(t testing.TB) broker.Delivery {
-	t.Helper()
-	select {
-	case d := <-o.ch:
-		return d
-	case <-time.After(wait):
-		t.Fatal("observer: no message")
-	}
-	return broker.Delivery{}
+	return gwtest.Observe(e.t, e.b, filter)
 }
 
 func (e *env) publish(topic, payload string) {

@@ -83,7 +83,7 @@ func TestLocationGolden(t *testing.T) {
 		tm.sn = 0x7e7d // a msg_sn that needs escaping
 		sn := tm.send(0x0200, locationBody())
 		tm.expectAck(sn, 0x0200, 0)
-		d := obs.next(t)
+		d := obs.Next(t)
 		if want := "jt808/" + c.phone + "/" + c.phone + "/up"; d.Msg.Topic != want || d.Msg.QoS != 1 {
 			t.Fatalf("topic %s qos %d, want %s", d.Msg.Topic, d.Msg.QoS, want)
 		}
@@ -171,7 +171,7 @@ func TestFraming(t *testing.T) {
 		time.Sleep(100 * time.Microsecond)
 	}
 	tm.expectAck(sn, 0x0900, 0)
-	d := obs.next(t)
+	d := obs.Next(t)
 	jsonEqual(t, d.Msg.Payload, `{"header":{"msg_id":2304,"encrypt":0,"len":8,"phone":"`+phone13+`","msg_sn":`+fmt.Sprint(sn)+`},
 		"body":{"type":65,"data":"fn1+fQF9Ag=="}}`)
 
@@ -209,7 +209,7 @@ func TestSubPackages(t *testing.T) {
 		}
 	}
 	tm.expectAck(first+2, 0x0900, 0)
-	d := obs.next(t)
+	d := obs.Next(t)
 	jsonEqual(t, d.Msg.Payload, `{"header":{"msg_id":2304,"encrypt":0,"len":6,"phone":"`+phone13+`","msg_sn":`+fmt.Sprint(first)+`},
 		"body":{"type":65,"data":"AQIDBAU="}}`)
 
@@ -226,7 +226,7 @@ func TestSubPackages(t *testing.T) {
 	// The next publish is this heartbeat, not the incomplete message.
 	sn := tm.send(0x0002, nil)
 	tm.expectAck(sn, 0x0002, 0)
-	if d := obs.next(t); !strings.Contains(string(d.Msg.Payload), `"msg_id":2,`) {
+	if d := obs.Next(t); !strings.Contains(string(d.Msg.Payload), `"msg_id":2,`) {
 		t.Fatalf("published an incomplete message: %s", d.Msg.Payload)
 	}
 }
@@ -302,7 +302,7 @@ func TestGBK(t *testing.T) {
 	tm.login()
 	// Query-params reply with a GBK string parameter (0x0013 server address): 中心.
 	tm.send(0x0104, h("0001 01 00000013 04 d6d0d0c4"))
-	d := obs.next(t)
+	d := obs.Next(t)
 	if !strings.Contains(string(d.Msg.Payload), `"value":"中心"`) {
 		t.Fatalf("payload %s", d.Msg.Payload)
 	}
@@ -320,7 +320,7 @@ func TestOtherPhoneRejected(t *testing.T) {
 	tm.write(tm.encode(0x0200, 99, "000999999999", locationBody(), 0, 0))
 	sn := tm.send(0x0301, []byte{7})
 	tm.expectAck(sn, 0x0301, 0)
-	d := obs.next(t)
+	d := obs.Next(t)
 	if !strings.Contains(string(d.Msg.Payload), `"msg_id":769`) {
 		t.Fatalf("published %s", d.Msg.Payload)
 	}
@@ -335,7 +335,7 @@ func TestUnknownAndTimeQuery(t *testing.T) {
 	tm := e.terminal(phone19)
 	tm.login()
 	sn := tm.send(0x0F01, h("0102"))
-	d := obs.next(t)
+	d := obs.Next(t)
 	jsonEqual(t, d.Msg.Payload, `{"header":{"msg_id":3841,"encrypt":0,"len":2,"phone":"`+phone19+`","msg_sn":`+fmt.Sprint(sn)+`,"proto_ver":1},
 		"body":{"unknown_id":true,"data":"AQI="}}`)
 	tm.send(0x0004, nil)
@@ -425,7 +425,7 @@ func TestFrameworkAuthAndMountpoint(t *testing.T) {
 	tm.login()
 	sn := tm.send(0x0301, []byte{1})
 	tm.expectAck(sn, 0x0301, 0)
-	if d := obs.next(t); d.Msg.Topic != "fleet/"+phone13+"/jt808/"+phone13+"/"+phone13+"/up" {
+	if d := obs.Next(t); d.Msg.Topic != "fleet/"+phone13+"/jt808/"+phone13+"/"+phone13+"/up" {
 		t.Fatalf("topic %s", d.Msg.Topic)
 	}
 	e.publish("fleet/"+phone13+"/jt808/"+phone13+"/"+phone13+"/dn", `{"header":{"msg_id":33028},"body":{}}`)
@@ -452,7 +452,7 @@ func TestAuthorization(t *testing.T) {
 	dn := "jt808/" + phone19 + "/" + phone19 + "/dn"
 	e.publish(dn, `{"header":{"msg_id":33028},"body":{}}`)
 	tm.expect(0x8104)
-	if d := obs.next(t); d.Msg.Topic != dn {
+	if d := obs.Next(t); d.Msg.Topic != dn {
 		t.Fatalf("denied publish arrived: %s", d.Msg.Topic)
 	}
 }

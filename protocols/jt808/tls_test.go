@@ -47,7 +47,7 @@ ssl_options.keyfile = "`+keyFile+`"
 	tm.sn = 0x7e7d
 	sn := tm.send(0x0200, locationBody())
 	tm.expectAck(sn, 0x0200, 0)
-	golden(t, "location_2019", obs.next(t).Msg.Payload)
+	golden(t, "location_2019", obs.Next(t).Msg.Payload)
 }
 
 func testPKI(t *testing.T, dir string) (*x509.CertPool, string, string) {
