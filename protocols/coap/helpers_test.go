@@ -19,6 +19,7 @@ import (
 	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/agent/gateway"
 	"github.com/edgeway/edgeway/agent/metrics"
+	"github.com/edgeway/edgeway/internal/gwtest"
 	"github.com/edgeway/edgeway/protocols/coap"
 
 	_ "github.com/edgeway/edgeway/agent/auth"
@@ -150,16 +151,8 @@ func (e *env) publish(topic, payload string, qos byte) {
 	}
 }
 
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds (5 s).
+var eventually = gwtest.Eventually
 
 // dial is go-coap's own UDP client.
 func dial(t testing.TB, addr string, opts ...udp.Option) *udpclient.Conn {

@@ -101,10 +101,8 @@ func (e *env) addr() string {
 
 func (e *env) counter(name string) float64 { return e.gw().Metrics().Snapshot()[name] }
 
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	gwtest.Eventually(t, what, cond)
-}
+// eventually polls cond until it holds (5 s).
+var eventually = gwtest.Eventually
 
 // observer is the cloud application's side: a session on the local broker.
 type observer = gwtest.Observer

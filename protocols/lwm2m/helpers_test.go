@@ -26,6 +26,7 @@ import (
 	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/agent/gateway"
 	"github.com/edgeway/edgeway/agent/metrics"
+	"github.com/edgeway/edgeway/internal/gwtest"
 
 	_ "github.com/edgeway/edgeway/agent/auth"
 	_ "github.com/edgeway/edgeway/transports"
@@ -114,16 +115,8 @@ func (e *env) counter(name string) float64 {
 	return s.Snapshot()[name]
 }
 
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds (5 s).
+var eventually = gwtest.Eventually
 
 // observer is the MQTT side: a broker session subscribed to a filter.
 type observer struct {

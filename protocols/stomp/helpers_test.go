@@ -18,6 +18,7 @@ import (
 	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/agent/gateway"
 	"github.com/edgeway/edgeway/agent/metrics"
+	"github.com/edgeway/edgeway/internal/gwtest"
 
 	_ "github.com/edgeway/edgeway/agent/auth" // anonymous and built_in authenticators
 	_ "github.com/edgeway/edgeway/protocols/stomp"
@@ -119,16 +120,8 @@ func (e *env) counter(set, name string) float64 {
 
 // eventually polls cond (for effects with no frame to wait on, such as a
 // counter moving after a close).
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// eventually polls cond until it holds (5 s).
+var eventually = gwtest.Eventually
 
 // dial connects go-stomp with heart-beats off unless opts say otherwise.
 func (e *env) dial(opts ...func(*gostomp.Conn) error) *gostomp.Conn {
