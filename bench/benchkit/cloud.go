@@ -167,7 +167,14 @@ func Subscribe(broker, clientID, filter string) (*Subscriber, error) {
 
 func (s *Subscriber) onMessage(_ paho.Client, m paho.Message) {
 	now := time.Now()
-	dev, seq, sent, ok := Unstamp(m.Payload())
+	// Gateways that translate into JSON carry the payload in a field.
+	p, ok := decodePayload(m.Topic(), m.Payload())
+	var dev uint32
+	var seq uint64
+	var sent time.Time
+	if ok {
+		dev, seq, sent, ok = Unstamp(p)
+	}
 	if !ok {
 		s.foreign.Add(1)
 		return
@@ -186,6 +193,10 @@ func (s *Subscriber) onMessage(_ paho.Client, m paho.Message) {
 
 // Delivered counts distinct bench messages received.
 func (s *Subscriber) Delivered() int64 { return s.delivered.Load() }
+
+// Foreign counts messages that carried no bench payload (registrations,
+// updates, anything else under the filter).
+func (s *Subscriber) Foreign() int64 { return s.foreign.Load() }
 
 // Duplicates counts bench messages received again.
 func (s *Subscriber) Duplicates() int64 { return s.dups.Load() }

@@ -206,6 +206,10 @@ type AgentConfig struct {
 	Broker        string // cloud broker host:port
 	MQTTSN, STOMP string // listener addresses; "" = no such gateway
 	CoAP          string
+	// LwM2M (udp), JT808 and GBT32960 (tcp): anonymous, with their cloud
+	// topics under bench/ (see the generators' Topic).
+	LwM2M, JT808  string
+	GBT32960      string
 	API           string
 	StoreMaxBytes string // default "256MB"
 	OnFull        string // default "drop_oldest"
@@ -232,19 +236,15 @@ func NewAgent(bin, dir string, c AgentConfig) (*Agent, error) {
 			return nil, err
 		}
 	}
-	if c.MQTTSN == "auto" {
-		if c.MQTTSN, err = FreeUDPPort(); err != nil {
-			return nil, err
-		}
-	}
-	if c.CoAP == "auto" {
-		if c.CoAP, err = FreeUDPPort(); err != nil {
-			return nil, err
-		}
-	}
-	if c.STOMP == "auto" {
-		if c.STOMP, err = FreePort(); err != nil {
-			return nil, err
+	for _, a := range []struct {
+		addr *string
+		free func() (string, error)
+	}{{&c.MQTTSN, FreeUDPPort}, {&c.CoAP, FreeUDPPort}, {&c.LwM2M, FreeUDPPort},
+		{&c.STOMP, FreePort}, {&c.JT808, FreePort}, {&c.GBT32960, FreePort}} {
+		if *a.addr == "auto" {
+			if *a.addr, err = a.free(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	c.StoreMaxBytes = cmpOr(c.StoreMaxBytes, "256MB")
@@ -305,6 +305,53 @@ max_connections = 1000000
 max_conn_rate = 1000000
 `, c.CoAP)
 	}
+	if c.LwM2M != "" {
+		// notify at QoS 1: a Send is answered 2.04 once it is in the store.
+		// idle_timeout past any bench run, so an idle device keeps its peer.
+		fmt.Fprintf(&b, `[gateway.lwm2m]
+mountpoint = "bench/lwm2m/${endpoint_name}/"
+[gateway.lwm2m.translators]
+command  = { topic = "dn/#",      qos = 0 }
+response = { topic = "up/resp",   qos = 0 }
+notify   = { topic = "up/notify", qos = 1 }
+register = { topic = "up/resp",   qos = 0 }
+update   = { topic = "up/update", qos = 0 }
+[[gateway.lwm2m.authentication]]
+type = "anonymous"
+[gateway.lwm2m.listeners.udp.default]
+bind = %q
+idle_timeout = "25h"
+max_connections = 1000000
+max_conn_rate = 1000000
+`, c.LwM2M)
+	}
+	if c.JT808 != "" {
+		// keepalive past any bench run, so idle terminals stay connected.
+		fmt.Fprintf(&b, `[gateway.jt808]
+[gateway.jt808.proto]
+up_topic = "bench/jt808/${phone}"
+keepalive = "24h"
+[gateway.jt808.proto.auth]
+allow_anonymous = true
+[[gateway.jt808.authentication]]
+type = "anonymous"
+[gateway.jt808.listeners.tcp.default]
+bind = %q
+max_connections = 1000000
+max_conn_rate = 1000000
+`, c.JT808)
+	}
+	if c.GBT32960 != "" {
+		fmt.Fprintf(&b, `[gateway.gbt32960]
+mountpoint = "bench/gbt32960/${clientid}/"
+[[gateway.gbt32960.authentication]]
+type = "anonymous"
+[gateway.gbt32960.listeners.tcp.default]
+bind = %q
+max_connections = 1000000
+max_conn_rate = 1000000
+`, c.GBT32960)
+	}
 	b.WriteString(c.Extra)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("benchkit: agent: %w", err)
@@ -322,8 +369,14 @@ func cmpOr(s, def string) string {
 	return s
 }
 
+// Addrs is the gateway address per generator name, for Env.Addrs.
+func (c AgentConfig) Addrs() map[string]string {
+	return map[string]string{"mqttsn": c.MQTTSN, "stomp": c.STOMP, "coap": c.CoAP,
+		"lwm2m": c.LwM2M, "jt808": c.JT808, "gbt32960": c.GBT32960}
+}
+
 // Start runs the agent and waits until its API answers readyz and its
-// STOMP listener (if any) accepts.
+// tcp listeners (if any) accept.
 func (a *Agent) Start() error {
 	if a.cmd != nil {
 		return nil
@@ -357,8 +410,11 @@ func (a *Agent) Start() error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if a.Conf.STOMP != "" {
-		if err := WaitTCP(a.Conf.STOMP, 10*time.Second); err != nil {
+	for _, addr := range []string{a.Conf.STOMP, a.Conf.JT808, a.Conf.GBT32960} {
+		if addr == "" {
+			continue
+		}
+		if err := WaitTCP(addr, 10*time.Second); err != nil {
 			return err
 		}
 	}

@@ -1,4 +1,5 @@
-// Command edgeway-bench loads an MQTT-SN, STOMP or CoAP gateway with virtual
+// Command edgeway-bench loads an MQTT-SN, STOMP, CoAP, LwM2M, JT/T 808 or
+// GB/T 32960 gateway with virtual
 // devices and measures, on the cloud broker, what arrives: throughput,
 // loss, latency, and the agent's RSS and CPU. See bench/README.md.
 //
@@ -30,7 +31,8 @@ func main() {
 
 func run() error {
 	var o benchkit.Options
-	var protos, broker, mqttsn, stomp, coap, out, bin string
+	var protos, broker, out, bin string
+	gws := map[string]*string{}
 	var pid int
 	var qos uint
 	fs := flag.NewFlagSet("edgeway-bench", flag.ContinueOnError)
@@ -54,10 +56,11 @@ func run() error {
 	fs.IntVar(&o.MaxSteps, "max-steps", 8, "ceiling: steps at most")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Second, "acknowledgement timeout")
 	fs.StringVar(&broker, "broker", "", "cloud broker host:port (default: start mosquitto)")
-	fs.StringVar(&mqttsn, "mqttsn", "", "MQTT-SN gateway host:port to load (default: start edgeway)")
-	fs.StringVar(&stomp, "stomp", "", "STOMP gateway host:port to load (default: start edgeway)")
-	fs.StringVar(&coap, "coap", "", "CoAP gateway host:port to load (default: start edgeway)")
-	fs.IntVar(&pid, "pid", 0, "with -mqttsn/-stomp/-coap: the gateway's pid, to sample its RSS and CPU")
+	for _, g := range []struct{ name, what string }{{"mqttsn", "MQTT-SN"}, {"stomp", "STOMP"}, {"coap", "CoAP"},
+		{"lwm2m", "LwM2M (udp)"}, {"jt808", "JT/T 808 (tcp)"}, {"gbt32960", "GB/T 32960 (tcp)"}} {
+		gws[g.name] = fs.String(g.name, "", g.what+" gateway host:port to load (default: start edgeway)")
+	}
+	fs.IntVar(&pid, "pid", 0, "with -mqttsn/-stomp/-coap/-lwm2m/-jt808/-gbt32960: the gateway's pid, to sample its RSS and CPU")
 	fs.StringVar(&bin, "agent", "", "edgeway binary to start (default: go build ./cmd/edgeway)")
 	fs.StringVar(&out, "out", "", "results directory (default bench/results/<scenario>-<time>)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -93,7 +96,12 @@ func run() error {
 	defer os.RemoveAll(tmp)
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+f+"\n", a...) }
 
-	e := &benchkit.Env{Broker: broker, PID: pid, Logf: logf, Addrs: map[string]string{"mqttsn": mqttsn, "stomp": stomp, "coap": coap}}
+	e := &benchkit.Env{Broker: broker, PID: pid, Logf: logf, Addrs: map[string]string{}}
+	external := false
+	for name, addr := range gws {
+		e.Addrs[name] = *addr
+		external = external || *addr != ""
+	}
 	target := "edgeway (started by the tool)"
 	if broker == "" {
 		m, err := benchkit.NewMosquitto(filepath.Join(tmp, "mosquitto"))
@@ -106,14 +114,15 @@ func run() error {
 		defer m.Stop()
 		e.Mosq, e.Broker = m, m.Addr
 	}
-	if mqttsn == "" && stomp == "" && coap == "" {
+	if !external {
 		if bin == "" {
 			logf("building ./cmd/edgeway")
 			if bin, err = benchkit.BuildAgent(tmp); err != nil {
 				return err
 			}
 		}
-		a, err := benchkit.NewAgent(bin, filepath.Join(tmp, "agent"), benchkit.AgentConfig{Broker: e.Broker, MQTTSN: "auto", STOMP: "auto", CoAP: "auto"})
+		a, err := benchkit.NewAgent(bin, filepath.Join(tmp, "agent"), benchkit.AgentConfig{Broker: e.Broker,
+			MQTTSN: "auto", STOMP: "auto", CoAP: "auto", LwM2M: "auto", JT808: "auto", GBT32960: "auto"})
 		if err != nil {
 			return err
 		}
@@ -122,7 +131,7 @@ func run() error {
 		}
 		defer a.Stop()
 		e.Agent = a
-		e.Addrs = map[string]string{"mqttsn": a.Conf.MQTTSN, "stomp": a.Conf.STOMP, "coap": a.Conf.CoAP}
+		e.Addrs = a.Conf.Addrs()
 	} else {
 		target = fmt.Sprintf("gateways at %v", e.Addrs)
 	}
