@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 )
 
@@ -22,41 +21,6 @@ type registration struct {
 	manufacturer string
 	terminalID   string
 	at           time.Time
-}
-
-// maxRegistrations bounds the registrations kept in memory, so that a
-// flood of registrations with made-up phones cannot grow it without end.
-const maxRegistrations = 1 << 17
-
-type registry struct {
-	mu sync.Mutex
-	m  map[string]*registration
-}
-
-func (r *registry) put(phone string, reg *registration) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.m == nil {
-		r.m = map[string]*registration{}
-	}
-	if _, ok := r.m[phone]; !ok && len(r.m) >= maxRegistrations {
-		var oldest string
-		var t time.Time
-		for p, e := range r.m {
-			if oldest == "" || e.at.Before(t) {
-				oldest, t = p, e.at
-			}
-		}
-		delete(r.m, oldest)
-	}
-	r.m[phone] = reg
-}
-
-func (r *registry) get(phone string) (*registration, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	reg, ok := r.m[phone]
-	return reg, ok
 }
 
 func newAuthCode() string {

@@ -464,7 +464,13 @@ func (ch *channel) onRegister(ctx context.Context, h *Header, body []byte, reply
 		dev, _ := b.get("dev_id")
 		ms, _ := man.(string)
 		ds, _ := dev.(string)
-		ch.p.regs.put(h.Phone, &registration{code: code, manufacturer: ms, terminalID: ds, at: time.Now()})
+		if err := ch.p.regs.put(h.Phone, &registration{code: code, manufacturer: ms, terminalID: ds, at: time.Now()}); err != nil {
+			// Held in memory all the same: refusing the terminal over a
+			// full disk would be worse than a re-registration after a
+			// restart.
+			ch.m.count("registrations.persist_error")
+			ch.log.Warn("registration not persisted", "phone", h.Phone, "error", err)
+		}
 		ch.m.count("registrations.success")
 	} else {
 		ch.m.count("registrations.failure")

@@ -3,6 +3,8 @@ package jt808
 import (
 	"errors"
 	"net/url"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/edgeway/edgeway/agent/config"
@@ -82,6 +84,11 @@ type AuthConfig struct {
 	Retries       int             `toml:"retries"`
 	RetryInterval config.Duration `toml:"retry_interval"`
 	Timeout       config.Duration `toml:"timeout"`
+	// RegistrationsFile keeps the phone → auth code registrations across
+	// restarts (a JSON file, rewritten atomically on every new or changed
+	// registration); empty keeps them in memory only. Changing it
+	// restarts the gateway.
+	RegistrationsFile string `toml:"registrations_file"`
 }
 
 // DefaultConfig returns the settings with every default filled in.
@@ -135,6 +142,9 @@ func (c *Config) Validate() error {
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			errs = append(errs, config.Field(u.key, "must be an http or https URL, got %q", u.v))
 		}
+	}
+	if f := a.RegistrationsFile; f != "" && (strings.HasSuffix(f, "/") || filepath.Base(f) == "." || filepath.Base(f) == "..") {
+		errs = append(errs, config.Field("proto.auth.registrations_file", "must name a file, got %q", f))
 	}
 	if a.Retries < 0 || a.Retries > 10 {
 		errs = append(errs, config.Field("proto.auth.retries", "must be 0..10, got %d", a.Retries))

@@ -36,6 +36,9 @@ type proto struct {
 	gw   *gateway.Gateway
 	spec atomic.Pointer[Config]
 	regs registry
+
+	loadOnce sync.Once
+	loadErr  error
 }
 
 func newProto(gw *gateway.Gateway) (gateway.Protocol, error) {
@@ -45,13 +48,17 @@ func newProto(gw *gateway.Gateway) (gateway.Protocol, error) {
 		spec = DefaultConfig()
 	}
 	p.spec.Store(spec)
+	p.regs.path = spec.Proto.Auth.RegistrationsFile
 	return p, nil
 }
 
 // Update implements gateway.Protocol: settings apply to connections
-// accepted from now on.
+// accepted from now on; another registrations file needs a restart.
 func (p *proto) Update(spec any) error {
 	if s, ok := spec.(*Config); ok {
+		if s.Proto.Auth.RegistrationsFile != p.regs.path {
+			return gateway.ErrRestartRequired
+		}
 		p.spec.Store(s)
 	}
 	return nil
@@ -64,6 +71,10 @@ func (p *proto) authClient(cfg *Config) *authClient {
 
 // Serve implements gateway.Protocol.
 func (p *proto) Serve(ctx context.Context, l *gateway.Listener) error {
+	p.loadOnce.Do(func() { p.loadErr = p.regs.load(p.gw.Logger()) })
+	if p.loadErr != nil {
+		return p.loadErr
+	}
 	m := newListenerMetrics(p.gw.Metrics(), l.Metrics())
 	log := l.Logger()
 	var wg sync.WaitGroup
