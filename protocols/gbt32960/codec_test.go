@@ -35,12 +35,15 @@ var (
 	info2025Engine  = cat([]byte{0x04}, be16(1500))
 	info2025Loc     = cat([]byte{0x05, 0, 1}, be32(121473700), be32(31230400))
 	info2025Alarm   = cat([]byte{0x06, 4}, be32(1<<19), []byte{1}, be32(0x1001), []byte{0, 0, 0}, []byte{2, 0x05, 0x02, 0x07, 0x04})
-	info2025Temp    = cat([]byte{0x08, 1, 1}, be16(3), []byte{60, 61, 62})
-	info2025Stack   = cat([]byte{0x30, 1, 1}, be16(3000), be16(1500), be16(1200), be16(1100), []byte{65}, be16(2), []byte{70, 71})
-	info2025SCExt   = cat([]byte{0x32, 1}, be16(7), be16(2700), []byte{1}, be16(9), be16(2500), []byte{1}, be16(3), []byte{75, 1}, be16(4), []byte{60})
-	info2025Sig     = cat([]byte{0xFF, 1}, be16(4), []byte{0xDE, 0xAD, 0xBE, 0xEF}, be16(2), []byte{0x01, 0x02})
-	infos2025       = cat(tm(25, 6, 1, 8, 0, 5), info2025Vehicle, info2025Motors, info2025Fuel, info2025Engine, info2025Loc,
-		info2025Alarm, info2025Temp, info2025Stack, info2025SCExt, info2025Sig)
+	info2025MinV    = cat([]byte{0x07, 2}, []byte{1}, be16(3000), be16(1000), be16(2), be16(1200), be16(1201),
+		[]byte{2}, be16(3100), be16(1100), be16(2), be16(1300), be16(1301))
+	info2025Temp   = cat([]byte{0x08, 1, 1}, be16(3), []byte{60, 61, 62})
+	info2025Stack  = cat([]byte{0x30, 1, 1}, be16(3000), be16(1500), be16(1200), be16(1100), []byte{65}, be16(2), []byte{70, 71})
+	info2025SuperC = cat([]byte{0x31, 1}, be16(7500), be16(10050), be16(3), be16(2700), be16(2701), be16(2702), be16(2), []byte{65, 66})
+	info2025SCExt  = cat([]byte{0x32, 1}, be16(7), be16(2700), []byte{1}, be16(9), be16(2500), []byte{1}, be16(3), []byte{75, 1}, be16(4), []byte{60})
+	info2025Sig    = cat([]byte{0xFF, 1}, be16(4), []byte{0xDE, 0xAD, 0xBE, 0xEF}, be16(2), []byte{0x01, 0x02})
+	infos2025      = cat(tm(25, 6, 1, 8, 0, 5), info2025Vehicle, info2025Motors, info2025Fuel, info2025Engine, info2025Loc,
+		info2025Alarm, info2025MinV, info2025Temp, info2025Stack, info2025SuperC, info2025SCExt, info2025Sig)
 )
 
 var upgradeParam = cat([]byte("hz203;user001;password01;"), []byte{0, 0, 192, 168, 199, 1}, []byte(";"), be16(8080),
@@ -86,7 +89,10 @@ var codecCases = []struct {
 	{"transparent", wireFrame{cmd: 0xC0, ack: 0xFE, vin: vin, data: []byte("hello")}},
 	{"vlogin_2025", wireFrame{start: "$$", cmd: 0x01, ack: 0xFE, vin: vin, data: login2025}},
 	{"info_2025_all", wireFrame{start: "$$", cmd: 0x02, ack: 0xFE, vin: vin, data: infos2025}},
-	{"info_2025_custom", wireFrame{start: "$$", cmd: 0x02, ack: 0xFE, vin: vin, data: cat(tm(25, 6, 1, 8, 0, 5), info2025Engine, []byte{0x07, 1, 2, 3})}},
+	{"info_2025_custom", wireFrame{start: "$$", cmd: 0x02, ack: 0xFE, vin: vin, data: cat(tm(25, 6, 1, 8, 0, 5), info2025Engine, []byte{0x09, 1, 2, 3})}},
+	{"vlogout_2025", wireFrame{start: "$$", cmd: 0x04, ack: 0xFE, vin: vin, data: cat(tm(25, 6, 1, 9, 0, 0), be16(3))}},
+	{"reinfo_2025", wireFrame{start: "$$", cmd: 0x03, ack: 0xFE, vin: vin, data: cat(tm(25, 6, 1, 8, 0, 5), info2025MinV, info2025SuperC)}},
+	{"heartbeat_2025", wireFrame{start: "$$", cmd: 0x07, ack: 0xFE, vin: vin}},
 }
 
 func TestCodecTable(t *testing.T) {
@@ -284,6 +290,9 @@ func FuzzFrame(f *testing.F) {
 	for _, tc := range codecCases {
 		f.Add(tc.frame.bytes())
 	}
+	for _, p := range publishedFrames {
+		f.Add(publishedBytes(f, p.name))
+	}
 	f.Add(cat([]byte("garbage##"), cmdFrame(0x07, nil)))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		rd := gbt32960.NewReader(bytes.NewReader(in), 4096)
@@ -300,6 +309,24 @@ func FuzzFrame(f *testing.F) {
 			if err == nil && !json.Valid(js) {
 				t.Fatalf("invalid JSON %s", js)
 			}
+		}
+	})
+}
+
+// FuzzEncodeCommand runs arbitrary dnstream payloads through the downlink
+// parser: no panic, and whatever it accepts is a command frame's data unit
+// (the time, then something).
+func FuzzEncodeCommand(f *testing.F) {
+	for _, tc := range downlinkCases {
+		f.Add([]byte(tc.js))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		cmd, data, err := gbt32960.EncodeCommand(in, fixedNow)
+		if err != nil {
+			return
+		}
+		if cmd < 0x80 || cmd > 0x82 || len(data) < 7 || len(data) > gbt32960.MaxDataLength {
+			t.Fatalf("accepted %q as command 0x%02x with %d bytes", in, cmd, len(data))
 		}
 	})
 }

@@ -381,7 +381,7 @@ func writeInfos(w *jw, c *cur) error {
 			var nums [4]int64
 			for i := range lists {
 				nums[i] = c.u8()
-				lists[i] = c.n(int(nums[i]) * 4)
+				lists[i] = c.n(faultCount(nums[i]) * 4)
 			}
 			if c.bad {
 				return fmt.Errorf("%w: alarm data", ErrMalformed)
@@ -389,7 +389,7 @@ func writeInfos(w *jw, c *cur) error {
 			w.obj()
 			for i, name := range [4]string{"FaultChargeableDevice", "FaultDriveMotor", "FaultEngine", "FaultOthers"} {
 				w.key(name + "List")
-				writeFaults(w, lists[i])
+				writeFaults(w, lists[i], 4)
 				w.ki(name+"Num", nums[i])
 			}
 			w.ki("GeneralAlarmFlag", flag)
@@ -486,9 +486,20 @@ func writeBytes(w *jw, b []byte) {
 	w.aend()
 }
 
+// faultCount is how many codes follow a fault count: 0xFE (abnormal) and
+// 0xFF (invalid) are flags, not counts (valid counts are 0-252), and no
+// list follows them.
+func faultCount(n int64) int {
+	if n >= 0xFE {
+		return 0
+	}
+	return int(n)
+}
+
 // writeFaults writes 4-byte fault codes as upper-case hex of at least
-// four digits, as EMQX does ("00C8").
-func writeFaults(w *jw, b []byte) {
+// digits digits, as EMQX does: four for 2016 ("00C8"), eight for 2025
+// ("00080002").
+func writeFaults(w *jw, b []byte, digits int) {
 	w.arr()
 	var tmp [16]byte
 	for i := 0; i+3 < len(b); i += 4 {
@@ -501,7 +512,7 @@ func writeFaults(w *jw, b []byte) {
 		}
 		w.sep()
 		w.b = append(w.b, '"')
-		for k := len(s); k < 4; k++ {
+		for k := len(s); k < digits; k++ {
 			w.b = append(w.b, '0')
 		}
 		w.b = append(w.b, s...)

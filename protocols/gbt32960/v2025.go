@@ -2,11 +2,13 @@ package gbt32960
 
 import "fmt"
 
-// GB/T 32960.3-2025 ("$$" frames). JSON names are EMQX's (its data
-// exchange guide); layouts are those EMQX's field lists and an independent
-// 2025 parser agree on. Where they disagree (0x07 minimum parallel unit
-// voltages, 0x31 super capacitor), the rest of the unit is published as
-// CustomData rather than guessed at.
+// GB/T 32960.3-2025 ("$$" frames). JSON names and layouts are those of
+// EMQX's parser (apps/emqx_gateway_gbt32960/src/emqx_gbt32960_frame.erl),
+// checked against independent 2025 parsers (beidouchangxi/rtm_con,
+// baichangda/MyFramework) and published frames (published_test.go). EMQX's
+// data exchange guide lists two fields its parser does not read (0x07
+// FrameMinParallelUnitIndex/Count, 0x31 Temp); no parser and no published
+// frame has them, so they are not read here either.
 
 // 2025 information types that differ from 2016.
 const (
@@ -146,35 +148,86 @@ func writeInfos2025(w *jw, c *cur) error {
 			var nums [4]int64
 			for i := range lists {
 				nums[i] = c.u8()
-				lists[i] = c.n(int(nums[i]) * 4)
+				lists[i] = c.n(faultCount(nums[i]) * 4)
 			}
 			gn := c.u8()
-			general := c.n(int(gn) * 2)
+			general := c.n(faultCount(gn) * 2)
 			if c.bad {
 				return bad("alarm data")
 			}
 			w.obj()
-			// EMQX's key, spelling included.
-			w.key("FaulGeneralList")
-			w.arr()
-			for i := 0; i+1 < len(general); i += 2 {
-				w.obj()
-				w.ki("Level", int64(general[i+1]))
-				w.ki("No", int64(general[i]))
-				w.end()
-			}
-			w.aend()
 			for i, name := range [4]string{"FaultChargeableDevice", "FaultDriveMotor", "FaultEngine", "FaultOthers"} {
 				if i == 3 {
+					// EMQX's parser writes FaultGeneralList (its guide
+					// misspells it FaulGeneralList).
+					w.key("FaultGeneralList")
+					w.arr()
+					for i := 0; i+1 < len(general); i += 2 {
+						w.obj()
+						w.ki("Level", int64(general[i+1]))
+						w.ki("No", int64(general[i]))
+						w.end()
+					}
+					w.aend()
 					w.ki("FaultGeneralNum", gn)
 				}
 				w.key(name + "List")
-				writeFaults(w, lists[i])
+				writeFaults(w, lists[i], 8)
 				w.ki(name+"Num", nums[i])
 			}
 			w.ki("GeneralAlarmFlag", flag)
 			w.ki("MaxAlarmLevel", level)
 			w.ks("Type", []byte("Alarm"))
+			w.end()
+		case Info2025MinVoltage:
+			// Table 11/12: per pack its number, voltage, current and the
+			// voltages of all its minimum parallel units.
+			num := c.u8()
+			w.obj()
+			w.ki("Number", num)
+			w.key("SubSystems")
+			w.arr()
+			for range num {
+				no, v, cu, total := c.u8(), c.u16(), c.u16(), c.u16()
+				cells := c.n(int(total) * 2)
+				if c.bad {
+					return bad("power battery voltage data")
+				}
+				w.obj()
+				w.ki("BatteryPackCurrent", cu)
+				w.ki("BatteryPackNo", no)
+				w.ki("BatteryPackVoltage", v)
+				w.ki("MinParallelUnitTotal", total)
+				w.key("MinParallelUnitVoltage")
+				writeWords(w, cells)
+				w.end()
+			}
+			if c.bad {
+				return bad("power battery voltage data")
+			}
+			w.aend()
+			w.ks("Type", []byte("MinVoltageOfPowerBattery"))
+			w.end()
+		case Info2025SuperCapacitor:
+			// Table 25: one management system per unit.
+			no, v, cu, total := c.u8(), c.u16(), c.u16(), c.u16()
+			cells := c.n(int(total) * 2)
+			pn := c.u16()
+			temps := c.n(int(pn))
+			if c.bad {
+				return bad("super capacitor data")
+			}
+			w.obj()
+			w.ki("CellsTotal", total)
+			w.key("CellsVoltage")
+			writeWords(w, cells)
+			w.ki("ManagerSysNo", no)
+			w.ki("ProbeNum", pn)
+			w.key("ProbeTemp")
+			writeBytes(w, temps)
+			w.ki("TotalCurrent", cu)
+			w.ki("TotalVoltage", v)
+			w.ks("Type", []byte("SuperCapacitor"))
 			w.end()
 		case Info2025BatteryTemp:
 			num := c.u8()
@@ -279,6 +332,15 @@ func writeInfos2025(w *jw, c *cur) error {
 		}
 	}
 	return nil
+}
+
+// writeWords writes big-endian 16-bit values as a JSON array.
+func writeWords(w *jw, b []byte) {
+	w.arr()
+	for i := 0; i+1 < len(b); i += 2 {
+		w.int(int64(b[i])<<8 | int64(b[i+1]))
+	}
+	w.aend()
 }
 
 func writeHex(w *jw, b []byte) {
