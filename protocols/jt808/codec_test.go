@@ -364,6 +364,9 @@ func FuzzFrame(f *testing.F) {
 	for _, c := range frameCases {
 		f.Add(unhex(f, c.wire))
 	}
+	for _, c := range publishedFrames {
+		f.Add(unhex(f, c.wire))
+	}
 	for _, c := range codecCases {
 		h := Header{MsgID: c.id, V2019: c.v19, ProtoVer: 1, Phone: "13912345678"}
 		b, err := AppendFrame(nil, &h, unhex(f, c.hex))
@@ -392,5 +395,29 @@ func FuzzFrame(f *testing.F) {
 				}
 			}
 		})
+	})
+}
+
+// FuzzDownlink feeds the other parser, the JSON a cloud application
+// publishes on dn_topic: whatever it is, encoding must not panic, and a
+// body that encodes must decode again.
+func FuzzDownlink(f *testing.F) {
+	for _, c := range codecCases {
+		f.Add(c.id, c.v19, []byte(c.json))
+	}
+	f.Fuzz(func(t *testing.T, id uint16, v19 bool, js []byte) {
+		var m map[string]any
+		d := json.NewDecoder(bytes.NewReader(js))
+		d.UseNumber()
+		if d.Decode(&m) != nil {
+			return
+		}
+		body, err := encodeBody(nil, id, v19, charset{}, m)
+		if err != nil {
+			return
+		}
+		if _, err := decodeBody(id, v19, charset{}, body); err != nil {
+			t.Fatalf("0x%04X %s encoded to % x, which does not decode: %v", id, js, body, err)
+		}
 	})
 }

@@ -23,6 +23,7 @@ func TestConfig(t *testing.T) {
 		{"keepalive", `proto.keepalive = "0s"`, "allow_anonymous = true", "proto.keepalive: must be at least 1s, got 0s"},
 		{"inflight", `max_inflight = 0`, "allow_anonymous = true", "max_inflight: must be 1..1024, got 0"},
 		{"queue", `message_queue_len = -1`, "allow_anonymous = true", "message_queue_len: must be 0..65536, got -1"},
+		{"registrations file", "", "allow_anonymous = true\nregistrations_file = \"/var/lib/edgeway/jt808/\"", `proto.auth.registrations_file: must name a file, got "/var/lib/edgeway/jt808/"`},
 		{"topic placeholder", `proto.up_topic = "jt808/${phon}/up"`, "allow_anonymous = true", "unknown placeholder ${phon}"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
