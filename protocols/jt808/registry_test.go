@@ -1,10 +1,13 @@
 package jt808_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/edgeway/edgeway/agent/config"
 )
 
 // TestRegistrationsSurviveRestart: a terminal registered before the
@@ -100,5 +103,29 @@ func TestRegistrationsFileCorrupt(t *testing.T) {
 	}
 	if b, err := os.ReadFile(file); err != nil || !json.Valid(b) {
 		t.Fatalf("new registrations file %q %v", b, err)
+	}
+}
+
+// TestRegistrationsFileReload: another registrations file is a restart of
+// the gateway, which then knows the registrations of that file only.
+func TestRegistrationsFileReload(t *testing.T) {
+	dir := t.TempDir()
+	cfgFor := func(name string) string {
+		return conf("", "allow_anonymous = true\nregistrations_file = \""+filepath.Join(dir, name)+"\"")
+	}
+	e := newEnv(t, cfgFor("a.json"))
+	_, code := e.terminal(phone13).register()
+	c, err := config.Parse([]byte(cfgFor("b.json")), "test.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.m.Apply(context.Background(), c.Gateways); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.terminal(phone13).auth(code); r != 1 {
+		t.Fatalf("auth against the new, empty file: result %d, want 1", r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "b.json")); err == nil {
+		t.Fatal("b.json written without a registration")
 	}
 }
