@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"sync"
@@ -51,6 +52,17 @@ func (g *Gateway) Name() string { return g.kind.Name }
 
 // Kind is the registered kind.
 func (g *Gateway) Kind() Kind { return g.kind }
+
+// DataDir is where this gateway keeps state that must survive a restart
+// (<agent.data_dir>/gateways/<name>), or "" when the agent has no data
+// directory. The directory is not created here: a kind creates it when it
+// first writes, so a constructor stays free of I/O.
+func (g *Gateway) DataDir() string {
+	if g.m == nil || g.m.dataDir == "" {
+		return ""
+	}
+	return filepath.Join(g.m.dataDir, "gateways", g.kind.Name)
+}
 
 // Config is the gateway's current config. Treat it as read-only.
 func (g *Gateway) Config() *config.Gateway { return g.cfg.Load() }

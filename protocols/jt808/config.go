@@ -86,8 +86,9 @@ type AuthConfig struct {
 	Timeout       config.Duration `toml:"timeout"`
 	// RegistrationsFile keeps the phone → auth code registrations across
 	// restarts (a JSON file, rewritten atomically on every new or changed
-	// registration); empty keeps them in memory only. Changing it
-	// restarts the gateway.
+	// registration); empty means registrations.json in the gateway's data
+	// directory (<agent.data_dir>/gateways/jt808). Changing it restarts the
+	// gateway.
 	RegistrationsFile string `toml:"registrations_file"`
 }
 

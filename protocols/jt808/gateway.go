@@ -14,6 +14,7 @@ package jt808
 import (
 	"context"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -48,15 +49,28 @@ func newProto(gw *gateway.Gateway) (gateway.Protocol, error) {
 		spec = DefaultConfig()
 	}
 	p.spec.Store(spec)
-	p.regs.path = spec.Proto.Auth.RegistrationsFile
+	p.regs.path = p.registrationsFile(spec)
 	return p, nil
+}
+
+// registrationsFile is where registrations are kept: the configured file,
+// else registrations.json in the gateway's data directory, else nowhere
+// (memory only, when the agent runs without a data_dir).
+func (p *proto) registrationsFile(spec *Config) string {
+	if f := spec.Proto.Auth.RegistrationsFile; f != "" {
+		return f
+	}
+	if d := p.gw.DataDir(); d != "" {
+		return filepath.Join(d, "registrations.json")
+	}
+	return ""
 }
 
 // Update implements gateway.Protocol: settings apply to connections
 // accepted from now on; another registrations file needs a restart.
 func (p *proto) Update(spec any) error {
 	if s, ok := spec.(*Config); ok {
-		if s.Proto.Auth.RegistrationsFile != p.regs.path {
+		if p.registrationsFile(s) != p.regs.path {
 			return gateway.ErrRestartRequired
 		}
 		p.spec.Store(s)

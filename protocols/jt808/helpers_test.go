@@ -58,10 +58,16 @@ bind = "127.0.0.1:0"
 
 func newEnv(t testing.TB, toml string, authz ...gateway.Authorizer) *env {
 	t.Helper()
+	return newEnvDir(t, toml, "", authz...)
+}
+
+// newEnvDir is newEnv with the agent's data_dir set to dataDir.
+func newEnvDir(t testing.TB, toml, dataDir string, authz ...gateway.Authorizer) *env {
+	t.Helper()
 	e := &env{t: t}
 	var m *gateway.Manager
 	e.b = broker.New(broker.Options{OnDrop: func(s string, msg *broker.Message, r string) { m.OnDrop(s, msg, r) }})
-	o := gateway.ManagerOptions{Broker: e.b, Metrics: metrics.NewRegistry()}
+	o := gateway.ManagerOptions{Broker: e.b, Metrics: metrics.NewRegistry(), DataDir: dataDir}
 	if len(authz) > 0 {
 		o.Authorizer = authz[0]
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/edgeway/edgeway/agent/config"
@@ -85,6 +86,33 @@ func TestRegistrationsSurviveRestart(t *testing.T) {
 	}
 	if res, again := e.terminal(phone13).register(); res != 0 || again != code13 {
 		t.Fatalf("registering after the restart: %d %q, want the code %q", res, again, code13)
+	}
+}
+
+// TestRegistrationsDefaultInDataDir: without registrations_file the
+// registrations live in the gateway's data directory, so a gateway flashed
+// with the example config keeps its terminals across a restart.
+func TestRegistrationsDefaultInDataDir(t *testing.T) {
+	dir := t.TempDir()
+	cfg := conf("", "allow_anonymous = true")
+	var code string
+	t.Run("before", func(t *testing.T) {
+		e := newEnvDir(t, cfg, dir)
+		var res byte
+		if res, code = e.terminal(phone13).register(); res != 0 {
+			t.Fatalf("register: %d", res)
+		}
+	})
+	b, err := os.ReadFile(filepath.Join(dir, "gateways", "jt808", "registrations.json"))
+	if err != nil || !strings.Contains(string(b), code) {
+		t.Fatalf("registrations file: %q %v", b, err)
+	}
+	e := newEnvDir(t, cfg, dir)
+	if r := e.terminal(phone13).auth(code); r != 0 {
+		t.Fatalf("auth with the code from before the restart: result %d", r)
+	}
+	if r := e.terminal("000999999999").auth(code); r != 1 {
+		t.Fatalf("another phone with that code: result %d, want 1", r)
 	}
 }
 
