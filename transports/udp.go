@@ -59,8 +59,10 @@ type HealthCheck struct {
 //
 // Listener metrics besides the common ones: datagrams.dropped (a peer's
 // queue was full), datagrams.dropped.too_large, datagrams.dropped.backlog
-// (too many new peers waiting for Accept), health_check.answered and
-// connections.expired.
+// (too many new peers waiting for Accept), datagrams.dropped.kernel (the
+// socket's receive buffer overflowed before edgeway could read: raise
+// udp_options.recbuf; sampled every second, Linux only),
+// health_check.answered and connections.expired.
 type UDPSpec struct {
 	UDPOptions UDPOptions `toml:"udp_options"`
 	// MaxDatagramSize is the largest datagram accepted; larger ones are
@@ -135,6 +137,7 @@ const (
 	mDatagramsDropped = "datagrams.dropped"
 	mTooLarge         = "datagrams.dropped.too_large"
 	mBacklogFull      = "datagrams.dropped.backlog"
+	mKernelDropped    = "datagrams.dropped.kernel"
 	mHealthCheck      = "health_check.answered"
 	mExpired          = "connections.expired"
 )
@@ -171,7 +174,8 @@ type udpListener struct {
 
 	small, large sync.Pool
 
-	in, out, dropped, tooLarge, backlogFull, health, expired *metrics.Counter
+	in, out, dropped, tooLarge, backlogFull, health, expired, kernelDropped *metrics.Counter
+	kernelSeen                                                              uint32 // last SO_MEMINFO drop count; sampler only
 }
 
 func listenUDP(ctx context.Context, cfg *config.Listener, env Env) (*udpListener, error) {
@@ -222,6 +226,11 @@ func listenUDP(ctx context.Context, cfg *config.Listener, env Env) (*udpListener
 	l.cfg.Store(cfg)
 	l.wg.Add(1)
 	go l.readLoop()
+	if _, ok := socketDrops(uc); ok {
+		l.kernelDropped = m.Counter(mKernelDropped)
+		l.wg.Add(1)
+		go l.sampleKernelDrops()
+	}
 	if l.idle > 0 {
 		l.wg.Add(1)
 		go l.janitor()
@@ -352,6 +361,30 @@ func (l *udpListener) newPeer(d []byte, from netip.AddrPort) {
 	case l.backlog <- c:
 	default: // only this goroutine sends, and there was room
 		c.kill(io.EOF, l.backlogFull)
+	}
+}
+
+// sampleKernelDrops moves the kernel's receive-queue drop count into
+// datagrams.dropped.kernel, so loss before the read loop is counted like
+// every other loss.
+func (l *udpListener) sampleKernelDrops() {
+	defer l.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.closed:
+			return
+		case <-t.C:
+			l.sampleKernelDropsOnce()
+		}
+	}
+}
+
+func (l *udpListener) sampleKernelDropsOnce() {
+	if n, ok := socketDrops(l.pc); ok && n != l.kernelSeen {
+		l.kernelDropped.Add(uint64(n - l.kernelSeen)) // u32 wrap-around included
+		l.kernelSeen = n
 	}
 }
 

@@ -715,3 +715,80 @@ func TestUDPDualStack(t *testing.T) {
 		t.Errorf("refused.access_rules = %d: rules must match mapped addresses", n)
 	}
 }
+
+// The kernel's own receive-queue drops are read back exactly: a socket
+// nobody reads, with the smallest buffer, keeps some datagrams and counts
+// every other one as dropped.
+func TestSocketDropsCountsKernelOverflow(t *testing.T) {
+	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	if err := rx.SetReadBuffer(1); err != nil { // the kernel rounds up to its minimum
+		t.Fatal(err)
+	}
+	n0, ok := socketDrops(rx)
+	if !ok {
+		t.Fatal("SO_MEMINFO not answered on linux")
+	}
+	if n0 != 0 {
+		t.Fatalf("a fresh socket reports %d drops", n0)
+	}
+	tx, err := net.DialUDP("udp4", nil, rx.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	const sent = 300
+	for range sent {
+		if _, err := tx.Write(make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drops, _ := socketDrops(rx)
+	kept := 0
+	b := make([]byte, 2048)
+	for {
+		_ = rx.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := rx.Read(b); err != nil {
+			break
+		}
+		kept++
+	}
+	if drops == 0 || kept+int(drops) != sent {
+		t.Fatalf("kept %d + dropped %d, want some dropped and %d in all", kept, drops, sent)
+	}
+}
+
+// A listener accounts for every datagram of a burst: read by the
+// protocol, dropped from a full peer queue, or dropped by the kernel.
+func TestUDPBurstAccounted(t *testing.T) {
+	cfg := udpConfig(t)
+	cfg.Spec.(*UDPSpec).UDPOptions.Recbuf = 1
+	cfg.Spec.(*UDPSpec).RecvQueue = 16
+	l, m := openListener(t, cfg)
+	p := newPeer(t, l, "127.0.0.1")
+	p.send("first")
+	c := acceptOne(t, l)
+	if got := readString(t, c); got != "first" {
+		t.Fatalf("read %q", got)
+	}
+	const sent = 5000
+	for range sent {
+		p.send(strings.Repeat("x", 500))
+	}
+	read := 0
+	b := make([]byte, 1024)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := c.Read(b); err != nil {
+			break
+		}
+		read++
+	}
+	eventually(t, "every datagram accounted for", func() bool {
+		return uint64(read)+count(m, mDatagramsDropped)+count(m, mKernelDropped) == sent
+	})
+	t.Logf("read %d, queue full %d, kernel %d", read, count(m, mDatagramsDropped), count(m, mKernelDropped))
+}
