@@ -35,9 +35,26 @@ import (
 var staticFS embed.FS
 
 type asset struct {
-	body, gz []byte
-	ctype    string
-	etag     string
+	body  []byte
+	ctype string
+	etag  string
+
+	// The gzipped body is made on the first request that accepts it: a
+	// BestCompression writer allocates about 800KB, which an idle agent
+	// nobody browses should not keep in its heap (issue 11: idle RSS).
+	gzOnce sync.Once
+	gz     []byte
+}
+
+func (a *asset) gzipped() []byte {
+	a.gzOnce.Do(func() {
+		var gz bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+		zw.Write(a.body)
+		zw.Close()
+		a.gz = gz.Bytes()
+	})
+	return a.gz
 }
 
 var (
@@ -61,11 +78,6 @@ func init() {
 		default:
 			a.ctype = "application/octet-stream"
 		}
-		var gz bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-		zw.Write(b)
-		zw.Close()
-		a.gz = gz.Bytes()
 		assets[e.Name()] = a
 	}
 	pageTmpl = template.Must(template.New("index.html").Funcs(template.FuncMap{
@@ -98,7 +110,7 @@ func (s *Server) static(w http.ResponseWriter, r *http.Request) {
 	body := a.body
 	if acceptsGzip(r) {
 		h.Set("Content-Encoding", "gzip")
-		body = a.gz
+		body = a.gzipped()
 	}
 	_, _ = w.Write(body)
 }
