@@ -270,12 +270,27 @@ func (s *Server) sample(now time.Time) {
 	}
 	s.charts.forget(seen)
 	q := math.NaN()
-	if st, ok := s.uplinkStatus(); ok {
-		if v, ok := number(st["queue_messages"]); ok {
-			q = v
-		}
+	if v, ok := s.queueDepth(); ok {
+		q = v
 	}
 	s.charts.add(now, in, out, q)
+}
+
+// queueDepth is the uplink's queue length for the charts. It is sampled
+// every second for the life of the agent, so a status that tells it
+// directly spares the JSON round trip of uplinkStatus: that garbage kept
+// an idle agent's heap growing until the next GC (issue 11, idle RSS).
+func (s *Server) queueDepth() (float64, bool) {
+	if s.opts.Uplink == nil {
+		return 0, false
+	}
+	if d, ok := s.opts.Uplink.Status().(interface{ QueueDepth() int64 }); ok {
+		return float64(d.QueueDepth()), true
+	}
+	if st, ok := s.uplinkStatus(); ok {
+		return number(st["queue_messages"])
+	}
+	return 0, false
 }
 
 // charts keeps the status page's series: messages in and out per second
