@@ -30,6 +30,7 @@ type Load struct {
 	o      LoadOptions
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	start  time.Time
 
 	Sent, Acked, Failed, Dials, DialErrors atomic.Int64
 	connected                              atomic.Int64
@@ -43,12 +44,31 @@ type Load struct {
 // again, so loads survive agent restarts.
 func StartLoad(ctx context.Context, g Generator, o LoadOptions) *Load {
 	ctx, cancel := context.WithCancel(ctx)
-	l := &Load{gen: g, o: o, cancel: cancel}
+	l := &Load{gen: g, o: o, cancel: cancel, start: time.Now()}
 	for i := 0; i < o.Clients; i++ {
 		l.wg.Add(1)
 		go l.client(ctx, o.FirstDev+uint32(i), time.Duration(i)*time.Millisecond)
 	}
 	return l
+}
+
+// slot returns the send time before dev's next one. With a rate, device
+// i of n sends at start + i/n of the interval, + k intervals: the load is
+// spread evenly over each interval whenever the devices connect. (Anchored
+// at each device's connect time, devices that a gateway lets in together
+// — JT/T 808 registrations sharing one file write — would send in step,
+// in bursts that measure queueing, not the gateway.)
+func (l *Load) slot(dev uint32, interval time.Duration) time.Time {
+	now := time.Now()
+	if interval <= 0 {
+		return now
+	}
+	off := time.Duration(int64(interval) * int64(dev-l.o.FirstDev) / int64(max(l.o.Clients, 1)))
+	s := l.start.Add(off)
+	if late := now.Sub(s); late > 0 {
+		s = s.Add((late/interval + 1) * interval)
+	}
+	return s.Add(-interval) // the loop adds one interval before waiting
 }
 
 // Connected is how many devices are connected now.
@@ -106,7 +126,7 @@ func (l *Load) client(ctx context.Context, dev uint32, delay time.Duration) {
 			_ = d.Close()
 			return
 		}
-		next := time.Now()
+		next := l.slot(dev, interval)
 		for ctx.Err() == nil {
 			if l.o.MaxMessages > 0 && seq >= uint64(l.o.MaxMessages) {
 				<-ctx.Done()
