@@ -188,10 +188,12 @@ func StartPhase(ctx context.Context, e *Env, name, proto string, o Options, lo L
 // Elapsed is the time since the phase started.
 func (pr *PhaseRun) Elapsed() time.Duration { return time.Since(pr.start) }
 
-// StopLoad stops the devices; the sampler keeps going.
+// StopLoad stops the devices; the sampler keeps going. The load ends when
+// it is told to: the devices' goodbyes (a LwM2M de-register each) are not
+// part of the rate window.
 func (pr *PhaseRun) StopLoad() {
-	pr.Load.Stop()
 	pr.stopped = time.Since(pr.start).Seconds()
+	pr.Load.Stop()
 }
 
 // Finish waits up to settle for acknowledged messages still on their way
