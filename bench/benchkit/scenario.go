@@ -296,6 +296,15 @@ func idle(ctx context.Context, e *Env, o Options, r *Result) error {
 			continue
 		}
 		n := o.IdleClients
+		if e.Agent != nil {
+			// A fresh agent per protocol: the Go runtime keeps the heap the
+			// previous sessions freed, and the next protocol's sessions would
+			// move into it without growing RSS (a negative bytes/session).
+			e.Agent.Stop()
+			if err := e.Agent.Start(); err != nil {
+				return err
+			}
+		}
 		e.logf("phase idle %s: %d clients", proto, n)
 		before := settledRSS(e.pid())
 		pr, err := StartPhase(ctx, e, "idle "+proto, proto, o, LoadOptions{Clients: n, Idle: true})
