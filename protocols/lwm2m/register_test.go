@@ -2,6 +2,8 @@ package lwm2m
 
 import (
 	"context"
+	"errors"
+	"github.com/edgeway/edgeway/agent/broker"
 	"net"
 	"strings"
 	"testing"
@@ -232,6 +234,29 @@ func TestSend(t *testing.T) {
 	resp, err = s.cc.Post(ctx, "/dp", mtSenMLJSON, strings.NewReader(`[{"n":"/3/0/0","vs":"x"}]`))
 	if err != nil || resp.Code() != codes.Unauthorized {
 		t.Fatalf("stranger send: %v %v", resp, err)
+	}
+}
+
+// refusingSink is a store that is full: every publish fails.
+type refusingSink struct{}
+
+func (refusingSink) Accept(*broker.Message) error { return errors.New("store full") }
+
+// A Send the gateway could not queue is not acknowledged: the device gets
+// 5.03 and keeps its data, instead of a 2.04 that lets it forget them.
+func TestSendNotTakenIsNotAcknowledged(t *testing.T) {
+	e, d, _ := registered(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	e.b.SetSink(refusingSink{})
+	resp, err := d.cc.Post(ctx, "/dp", mtSenMLJSON, strings.NewReader(`[{"bn":"/3303/0/","n":"5700","v":19.5}]`))
+	if err != nil || resp.Code() != codes.ServiceUnavailable {
+		t.Fatalf("send into a full store: %v %v, want 5.03", resp, err)
+	}
+	e.b.SetSink(nil)
+	resp, err = d.cc.Post(ctx, "/dp", mtSenMLJSON, strings.NewReader(`[{"bn":"/3303/0/","n":"5700","v":19.5}]`))
+	if err != nil || resp.Code() != codes.Changed {
+		t.Fatalf("send once the store takes it again: %v %v", resp, err)
 	}
 }
 

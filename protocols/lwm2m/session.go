@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/json"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -670,6 +671,14 @@ func (p *proto) send(ep *endpoint, m *message.Message) *message.Message {
 		return reply(codes.InternalServerError)
 	}
 	t := p.spec.Load().Translators.Notify
-	_ = s.client.Publish(t.Topic, b, byte(t.QoS), false, nil)
+	if err := s.client.Publish(t.Topic, b, byte(t.QoS), false, nil); err != nil {
+		// 2.04 is the device's licence to forget the data: refuse it
+		// unless it was taken (queued durably at QoS 1), so the device
+		// keeps it and sends again.
+		if errors.Is(err, gateway.ErrDenied) {
+			return reply(codes.Forbidden)
+		}
+		return reply(codes.ServiceUnavailable)
+	}
 	return reply(codes.Changed)
 }
