@@ -42,6 +42,8 @@ type Result struct {
 	ReadySent    bool    `json:"ready_sent"`         // READY=1 arrived
 	StoppingSent bool    `json:"stopping_sent"`      // STOPPING=1 arrived
 	RSSKiB       int     `json:"idle_rss_kib"`       // VmRSS after -idle
+	AnonKiB      int     `json:"idle_rss_anon_kib"`  // of which RssAnon: heap, stacks, runtime
+	FileKiB      int     `json:"idle_rss_file_kib"`  // and RssFile: the binary's mapped pages
 	HWMKiB       int     `json:"peak_rss_kib"`       // VmHWM at the same time
 	StopMs       float64 `json:"stop_ms"`            // SIGTERM → exit
 	ExitCode     int     `json:"exit_code"`
@@ -71,8 +73,8 @@ func main() {
 		}
 		json.NewEncoder(os.Stdout).Encode(r)
 	} else {
-		fmt.Printf("smoke %s: version %q, started in %.1fms, READY=1 %s, idle RSS %d KiB (peak %d KiB), stopped in %.1fms, exit %d%s\n",
-			r.Binary, r.Version, r.StartedMs, readyText(r), r.RSSKiB, r.HWMKiB, r.StopMs, r.ExitCode, emulatedText(r))
+		fmt.Printf("smoke %s: version %q, started in %.1fms, READY=1 %s, idle RSS %d KiB (anon %d, file %d; peak %d KiB), stopped in %.1fms, exit %d%s\n",
+			r.Binary, r.Version, r.StartedMs, readyText(r), r.RSSKiB, r.AnonKiB, r.FileKiB, r.HWMKiB, r.StopMs, r.ExitCode, emulatedText(r))
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "smoke %s: FAIL: %v\n", *bin, err)
@@ -259,7 +261,7 @@ func run(ctx context.Context, bin, wrap, cfgPath string, idle time.Duration, kee
 	if !readyAt.IsZero() {
 		r.ReadySent, r.ReadyMs = true, ms(readyAt.Sub(start))
 	}
-	r.RSSKiB, r.HWMKiB = memory(cmd.Process.Pid)
+	r.RSSKiB, r.AnonKiB, r.FileKiB, r.HWMKiB = memory(cmd.Process.Pid)
 
 	stopAt := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -310,11 +312,13 @@ func run(ctx context.Context, bin, wrap, cfgPath string, idle time.Duration, kee
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// memory reads VmRSS and VmHWM (KiB) from /proc/<pid>/status.
-func memory(pid int) (rss, hwm int) {
+// memory reads VmRSS, RssAnon, RssFile and VmHWM (KiB) from
+// /proc/<pid>/status. RssFile is the binary's pages mapped in: shared,
+// clean page cache, but VmRSS counts it.
+func memory(pid int) (rss, anon, file, hwm int) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0, 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ":")
@@ -329,9 +333,13 @@ func memory(pid int) (rss, hwm int) {
 		switch k {
 		case "VmRSS":
 			rss = n
+		case "RssAnon":
+			anon = n
+		case "RssFile":
+			file = n
 		case "VmHWM":
 			hwm = n
 		}
 	}
-	return rss, hwm
+	return rss, anon, file, hwm
 }
