@@ -158,9 +158,9 @@ func moveAside(dir string, now time.Time) (string, error) {
 // their apparent size.
 func diskUsage(dir string) int64 {
 	// Stats calls this once a second for the status page's whole life:
-	// names and fstatat, not ReadDir and Info, which made five times the
-	// garbage (2.5KB a call) that an idle agent's heap kept until the
-	// next GC (issue 11, idle RSS).
+	// names and fstatat, not ReadDir and Info, which made twice the
+	// garbage (2.5KB a call), kept by an idle agent's heap until the next
+	// GC (issue 11, idle RSS).
 	d, err := os.Open(dir)
 	if err != nil {
 		return 0
