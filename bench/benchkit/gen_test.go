@@ -37,7 +37,7 @@ func TestJSONGenerators(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Stop)
-	a, err := NewAgent(bin, filepath.Join(dir, "agent"), AgentConfig{Broker: m.Addr, LwM2M: "auto", JT808: "auto", GBT32960: "auto"})
+	a, err := NewAgent(bin, filepath.Join(dir, "agent"), AgentConfig{Broker: m.Addr, CoAP: "auto", LwM2M: "auto", JT808: "auto", GBT32960: "auto"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestJSONGenerators(t *testing.T) {
 	for _, tc := range []struct {
 		proto string
 		qos   byte
-	}{{"lwm2m", 1}, {"jt808", 1}, {"jt808", 0}, {"gbt32960", 1}, {"gbt32960", 0}} {
+	}{{"lwm2m", 1}, {"jt808", 1}, {"jt808", 0}, {"gbt32960", 1}, {"gbt32960", 0}, {"coap-conn", 1}} {
 		t.Run(tc.proto+"/qos"+string('0'+tc.qos), func(t *testing.T) {
 			g, err := NewGenerator(tc.proto, Target{Addr: addrs[tc.proto], QoS: tc.qos})
 			if err != nil {

@@ -296,7 +296,10 @@ max_conn_rate = 1000000
 `, c.STOMP)
 	}
 	if c.CoAP != "" {
+		// heartbeat past any bench run, so an idle coap-conn device keeps
+		// its connection.
 		fmt.Fprintf(&b, `[gateway.coap]
+heartbeat = "1h"
 [[gateway.coap.authentication]]
 type = "anonymous"
 [gateway.coap.listeners.udp.default]
@@ -371,7 +374,7 @@ func cmpOr(s, def string) string {
 
 // Addrs is the gateway address per generator name, for Env.Addrs.
 func (c AgentConfig) Addrs() map[string]string {
-	return map[string]string{"mqttsn": c.MQTTSN, "stomp": c.STOMP, "coap": c.CoAP,
+	return map[string]string{"mqttsn": c.MQTTSN, "stomp": c.STOMP, "coap": c.CoAP, "coap-conn": c.CoAP,
 		"lwm2m": c.LwM2M, "jt808": c.JT808, "gbt32960": c.GBT32960}
 }
 

@@ -102,6 +102,7 @@ func run() error {
 		e.Addrs[name] = *addr
 		external = external || *addr != ""
 	}
+	e.Addrs["coap-conn"] = e.Addrs["coap"] // the same gateway, in connection mode
 	target := "edgeway (started by the tool)"
 	if broker == "" {
 		m, err := benchkit.NewMosquitto(filepath.Join(tmp, "mosquitto"))
