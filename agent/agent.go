@@ -287,6 +287,7 @@ func (a *Agent) startUplink(ctx context.Context, uc config.Uplink) error {
 	u, err := uplink.New(uc, uplink.Deps{
 		Queue: a.store, Broker: a.broker, Hooks: a.bus, Logger: a.log,
 		AgentID: a.ID(), Vars: a.vars, Metrics: a.metrics.Set("uplink", map[string]string{"component": "uplink"}),
+		QuarantineDir: filepath.Join(a.cfg.Agent.DataDir, "quarantine"),
 	})
 	if err != nil {
 		return fmt.Errorf("agent: uplink: %w", err)

@@ -125,6 +125,8 @@ type conn struct {
 	subAcked  map[string]bool // ... and acknowledged
 	bucket    tokenBucket
 	stopping  bool
+	probe     uint64 // a suspected poison message this connection sends alone (quarantine.go), or 0
+	probeSent bool
 }
 
 // connect dials and completes CONNECT/CONNACK within connect_timeout.
@@ -201,6 +203,7 @@ func (u *Uplink) connect(ctx context.Context) (*conn, bool, error) {
 		inflight:  make(map[uint16]flight, u.s.maxInflight+8),
 		active:    map[string]bool{}, subAcked: map[string]bool{},
 		prev: u.prev, reserved: make(map[uint16]bool, len(u.prev)+len(u.prevOther)),
+		probe: u.probeSeq(),
 	}
 	for _, r := range u.prev {
 		c.reserved[r.pid] = true
@@ -310,6 +313,9 @@ func (c *conn) failure(werr error) error {
 func (c *conn) fill() {
 	s := c.u.s
 	for !c.stopping && !c.paused && c.pubs < s.maxInflight && len(c.inflight) < 65535 {
+		if c.probe != 0 && c.pubs > 0 {
+			return // the suspect goes alone; see quarantine.go
+		}
 		if len(c.pending) == 0 {
 			if c.caughtUp {
 				return
@@ -342,6 +348,13 @@ func (c *conn) fill() {
 		c.pending[0] = nil
 		c.pending = c.pending[1:]
 		c.cursor = m.Seq
+		if c.probe != 0 {
+			if m.Seq == c.probe {
+				c.probeSent = true
+			} else { // the suspect left the queue (expired, dropped)
+				c.probe, c.u.suspect = 0, suspicion{}
+			}
+		}
 		c.publish(m)
 	}
 }
@@ -576,6 +589,9 @@ func (c *conn) handle(b *inbound) {
 			delete(c.inflight, pid)
 			c.pubs--
 			c.toDelete = append(c.toDelete, f.seq)
+			if f.seq == u.suspect.seq { // the broker took it: not poison
+				c.probe, u.suspect = 0, suspicion{}
+			}
 		case kindStatus:
 			delete(c.inflight, pid)
 			c.statusOut--

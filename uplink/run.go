@@ -51,6 +51,9 @@ func (u *Uplink) run(ctx context.Context) {
 			"keepalive", u.ka.current(), "resend", len(c.prev))
 		err = c.serve(ctx)
 		u.prev, u.prevOther = c.unacked(), c.otherUnacked()
+		if ctx.Err() == nil {
+			u.judge(c, err)
+		}
 		u.cur.Store(nil)
 		u.inflight.Store(0)
 		u.activeSubs.Store(0)

@@ -62,6 +62,9 @@ type settings struct {
 	envelope    bool
 	echoWindow  time.Duration
 	tls         config.UplinkTLS
+
+	quarantineAfter int
+	quarantineMax   int64
 }
 
 func resolve(cfg config.Uplink, vars config.Vars) (*settings, error) {
@@ -89,6 +92,9 @@ func resolve(cfg config.Uplink, vars config.Vars) (*settings, error) {
 		envelope:       cfg.Envelope == "json",
 		echoWindow:     cfg.EchoWindow.D(),
 		tls:            cfg.TLS,
+
+		quarantineAfter: cfg.QuarantineAfter,
+		quarantineMax:   int64(cfg.QuarantineMaxBytes),
 	}
 	if err := s.parseServer(cfg.Server); err != nil {
 		bad("server", "%v", err)

@@ -68,6 +68,9 @@ type Deps struct {
 	// Metrics, if not nil, receives messages.sent / .acked / .dropped /
 	// .received counters and the connections.count gauge.
 	Metrics *metrics.Set
+	// QuarantineDir receives messages the cloud broker refuses by closing
+	// the connection (see quarantine_after); "" drops them, counted.
+	QuarantineDir string
 	// Dialer opens connections; nil uses a net.Dialer.
 	Dialer Dialer
 	// Now is the wall clock for timestamps and ages; nil uses time.Now.
@@ -123,6 +126,9 @@ type Status struct {
 
 	ConnectAttempts uint64 `json:"connect_attempts"`
 	Connects        uint64 `json:"connects"` // CONNACKs accepted
+	// Quarantined counts messages moved out of the queue because the cloud
+	// broker kept closing the connection on them (quarantine_after).
+	Quarantined uint64 `json:"quarantined"`
 }
 
 var _ broker.Sink = (*Uplink)(nil)
@@ -155,8 +161,10 @@ type Uplink struct {
 	sampleDone  chan struct{}
 	grace       atomic.Int64 // graceful-stop budget, set by Stop
 	cur         atomic.Pointer[conn]
-	prev        []resend // unacknowledged PUBLISHes of the last connection; run goroutine only
-	prevOther   []uint16 // and the ids of its other unacknowledged packets
+	prev        []resend  // unacknowledged PUBLISHes of the last connection; run goroutine only
+	prevOther   []uint16  // and the ids of its other unacknowledged packets
+	suspect     suspicion // a possible poison message; run goroutine only
+	qdir        string    // quarantine directory ("" = none)
 
 	stMu      sync.Mutex
 	state     State
@@ -165,19 +173,20 @@ type Uplink struct {
 	lastErrAt time.Time
 	lastLog   string // last error logged at warn level
 
-	connected  atomic.Bool
-	rtt        atomic.Int64
-	inflight   atomic.Int64
-	activeSubs atomic.Int64
-	sent       atomic.Uint64
-	resent     atomic.Uint64
-	acked      atomic.Uint64
-	dropped    atomic.Uint64
-	received   atomic.Uint64
-	echoed     atomic.Uint64
-	attempts   atomic.Uint64
-	connects   atomic.Uint64
-	rate       *metrics.Rate
+	connected    atomic.Bool
+	rtt          atomic.Int64
+	inflight     atomic.Int64
+	activeSubs   atomic.Int64
+	sent         atomic.Uint64
+	resent       atomic.Uint64
+	acked        atomic.Uint64
+	dropped      atomic.Uint64
+	received     atomic.Uint64
+	echoed       atomic.Uint64
+	attempts     atomic.Uint64
+	connects     atomic.Uint64
+	quarantinedN atomic.Uint64
+	rate         *metrics.Rate
 }
 
 // New checks cfg and builds an uplink. It does no I/O: certificates are
@@ -200,6 +209,7 @@ func New(cfg config.Uplink, deps Deps) (*Uplink, error) {
 		log:     deps.Logger,
 		agentID: deps.AgentID,
 		dialer:  deps.Dialer,
+		qdir:    deps.QuarantineDir,
 		now:     deps.Now,
 		rand:    deps.Rand,
 		epoch:   time.Now(),
@@ -382,6 +392,7 @@ func (u *Uplink) Status() Status {
 	st.Subscriptions = int(u.activeSubs.Load())
 	st.Received, st.EchoSuppressed = u.received.Load(), u.echoed.Load()
 	st.ConnectAttempts, st.Connects = u.attempts.Load(), u.connects.Load()
+	st.Quarantined = u.quarantinedN.Load()
 	return st
 }
 
@@ -444,17 +455,18 @@ func (u *Uplink) sample(ctx context.Context) {
 
 // counters are the metrics the uplink increments; nil-safe.
 type counters struct {
-	sent, acked, dropped, received *metrics.Counter
-	conns                          *metrics.Gauge
+	sent, acked, dropped, received, quarantined *metrics.Counter
+	conns                                       *metrics.Gauge
 }
 
 func newCounters(s *metrics.Set) counters {
 	if s == nil {
-		return counters{new(metrics.Counter), new(metrics.Counter), new(metrics.Counter), new(metrics.Counter), new(metrics.Gauge)}
+		return counters{new(metrics.Counter), new(metrics.Counter), new(metrics.Counter), new(metrics.Counter), new(metrics.Counter), new(metrics.Gauge)}
 	}
 	return counters{
 		sent: s.Counter(metrics.MessagesSent), acked: s.Counter(metrics.MessagesAcked),
 		dropped: s.Counter(metrics.MessagesDropped), received: s.Counter(metrics.MessagesReceived),
-		conns: s.Gauge(metrics.ConnectionsCount),
+		quarantined: s.Counter("messages.quarantined"),
+		conns:       s.Gauge(metrics.ConnectionsCount),
 	}
 }

@@ -28,9 +28,18 @@ type rig struct {
 
 func newRig(t *testing.T, cfg config.Uplink, q store.Queue) *rig {
 	t.Helper()
+	return newRigDeps(t, cfg, q, nil)
+}
+
+// newRigDeps is newRig with the Deps adjusted by adjust (if not nil).
+func newRigDeps(t *testing.T, cfg config.Uplink, q store.Queue, adjust func(*Deps)) *rig {
+	t.Helper()
 	r := &rig{t: t, q: q, b: broker.New(broker.Options{}), bus: hooks.New(hooks.Options{})}
-	u, err := New(cfg, Deps{Queue: q, Broker: r.b, Hooks: r.bus, AgentID: "gw1",
-		Logger: testLogger(t)})
+	d := Deps{Queue: q, Broker: r.b, Hooks: r.bus, AgentID: "gw1", Logger: testLogger(t)}
+	if adjust != nil {
+		adjust(&d)
+	}
+	u, err := New(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}

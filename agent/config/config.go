@@ -178,9 +178,18 @@ type Uplink struct {
 	Downlink       []string      `toml:"downlink"`    // local subscriptions inside these are mirrored upstream
 	Envelope       string        `toml:"envelope"`    // "none" (payload as is) or "json" (with the message id)
 	EchoWindow     Duration      `toml:"echo_window"` // drop own messages coming back down within this; 0 = off
-	TLS            UplinkTLS     `toml:"tls"`
-	Backoff        Backoff       `toml:"backoff"`
-	Store          Store         `toml:"store"`
+	// QuarantineAfter moves a stored message out of the queue after the
+	// cloud broker closed the connection this many times in a row while it
+	// was the oldest unacknowledged PUBLISH (the last time sent alone), so
+	// one message the broker refuses cannot block every message behind
+	// it; 0 turns it off.
+	QuarantineAfter int `toml:"quarantine_after"`
+	// QuarantineMaxBytes bounds the quarantine file
+	// (<data_dir>/quarantine/uplink.jsonl).
+	QuarantineMaxBytes ByteSize  `toml:"quarantine_max_bytes"`
+	TLS                UplinkTLS `toml:"tls"`
+	Backoff            Backoff   `toml:"backoff"`
+	Store              Store     `toml:"store"`
 }
 
 // UplinkTLS is [uplink.tls].
@@ -251,6 +260,9 @@ func (u *Uplink) Validate() error {
 	}
 	if u.DrainRate < 0 {
 		errs = append(errs, Field("drain_rate", "must not be negative"))
+	}
+	if u.QuarantineAfter < 0 || u.QuarantineAfter == 1 || u.QuarantineAfter > 100 {
+		errs = append(errs, Field("quarantine_after", "must be 0 (off) or 2..100, got %d", u.QuarantineAfter))
 	}
 	if u.Backoff.Jitter < 0 || u.Backoff.Jitter > 1 {
 		errs = append(errs, Field("backoff.jitter", "must be between 0 and 1, got %v", u.Backoff.Jitter))
@@ -399,21 +411,23 @@ func Default() *Config {
 		},
 		API: API{Listen: "127.0.0.1:8080", MaxBodySize: 1 << 20},
 		Uplink: Uplink{
-			Enable:         true,
-			ClientID:       MustAgentTemplate("edgeway-${agent.id}"),
-			Keepalive:      "25s",
-			PingTimeout:    Duration(10e9),
-			ConnectTimeout: Duration(15e9),
-			MaxInflight:    64,
-			StoreQoS0:      true,
-			StatusTopic:    MustAgentTemplate("edgeway/${agent.id}/status"),
-			EventsTopic:    MustAgentTemplate("edgeway/${agent.id}/events"),
-			Forward:        []string{"#"},
-			Downlink:       []string{"#"},
-			Envelope:       "none",
-			EchoWindow:     Duration(30e9),
-			Backoff:        Backoff{Initial: Duration(1e9), Max: Duration(60e9), Jitter: 0.2},
-			Store:          Store{MaxBytes: 256 << 20, MaxAge: Duration(168 * 3600e9), OnFull: "drop_oldest", Sync: "batch"},
+			Enable:             true,
+			ClientID:           MustAgentTemplate("edgeway-${agent.id}"),
+			Keepalive:          "25s",
+			PingTimeout:        Duration(10e9),
+			ConnectTimeout:     Duration(15e9),
+			MaxInflight:        64,
+			StoreQoS0:          true,
+			StatusTopic:        MustAgentTemplate("edgeway/${agent.id}/status"),
+			EventsTopic:        MustAgentTemplate("edgeway/${agent.id}/events"),
+			Forward:            []string{"#"},
+			Downlink:           []string{"#"},
+			Envelope:           "none",
+			EchoWindow:         Duration(30e9),
+			QuarantineAfter:    3,
+			QuarantineMaxBytes: 16 << 20,
+			Backoff:            Backoff{Initial: Duration(1e9), Max: Duration(60e9), Jitter: 0.2},
+			Store:              Store{MaxBytes: 256 << 20, MaxAge: Duration(168 * 3600e9), OnFull: "drop_oldest", Sync: "batch"},
 		},
 		Authorization: Authorization{NoMatch: "allow"},
 		Fleet: Fleet{

@@ -101,6 +101,7 @@ func TestParseErrors(t *testing.T) {
 		}},
 		{"acl bad regexp", "[[authorization.rules]]\npermission = \"allow\"\naction = \"all\"\ntopics = [\"a\"]\nclientid = \"re:dev-(\"", []string{`t.toml:5: authorization.rules[0].clientid: bad regexp "dev-(": error parsing regexp: missing closing ): ` + "`dev-(`"}},
 		{"uplink server", "[uplink]\nserver = \"http://x:1\"", []string{`t.toml:2: uplink.server: unsupported scheme "http" (mqtt, mqtts, ws, wss)`}},
+		{"quarantine after one close", "[uplink]\nquarantine_after = 1", []string{`t.toml:2: uplink.quarantine_after: must be 0 (off) or 2..100, got 1`}},
 		{"all errors reported", "[agent]\nsecurity_profile = \"x\"\nbogus = 1\n[gateway.alpha]\nmode = \"z\"\n[gateway.alpha.listeners.udp.u1]\nbind = \"nope\"\n[api]\nlisten = \"bad\"", []string{
 			`t.toml:2: agent.security_profile: must be "hardened" or "legacy", got "x"`,
 			`t.toml:3: agent.bogus: unknown key`,
