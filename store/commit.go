@@ -129,6 +129,9 @@ func (s *Store) take() (reqs []*appendReq, dels []uint64, more bool) {
 			break
 		}
 		r.state = reqTaken
+		if r.noWait {
+			s.noWaitBytes -= r.total
+		}
 		reqs = append(reqs, r)
 		n += len(r.vals)
 		size += est
@@ -138,7 +141,13 @@ func (s *Store) take() (reqs []*appendReq, dels []uint64, more bool) {
 	if len(s.queue) == 0 {
 		s.queue = s.queue[:0:0]
 	}
-	k := min(len(s.delQueue), max(s.roundCount-n, 64))
+	// Deletes are small and keep the head moving: a round full of appends
+	// still writes up to half a round of them (the total stays below the
+	// badger transaction limit, which is twice roundCount). With fewer,
+	// a busy ingest let deleted-but-unwritten messages pile up in front of
+	// the head, and every Read from the head walked them all (the uplink
+	// drained at a tenth of its rate while QoS 0 devices were sending).
+	k := min(len(s.delQueue), max(s.roundCount-n, s.roundCount/2, 64))
 	if k > 0 {
 		dels = make([]uint64, k)
 		copy(dels, s.delQueue)

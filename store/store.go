@@ -59,7 +59,8 @@ type Options struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// OnDrop, if set, is called for every message dropped by OnFull or
-	// MaxAge, from the store's goroutine and without its locks held; it
+	// MaxAge, from the store's goroutine (for AppendNoWait's overload drops,
+	// from its caller's) and without the store's locks held; it
 	// must not block and must not call back into the store's Append.
 	OnDrop func(m *Message, reason string)
 	// Now is the clock; default time.Now.
@@ -166,12 +167,14 @@ type Store struct {
 	// seq as pending.
 	snap sync.RWMutex
 
-	mu       sync.Mutex
-	closed   bool
-	queue    []*appendReq
-	delQueue []uint64            // deleted, not yet written to badger
-	pending  map[uint64]struct{} // deleted, possibly still visible in a snapshot
-	written  []uint64            // in pending and written to badger
+	mu     sync.Mutex
+	closed bool
+	queue  []*appendReq
+	// noWaitBytes is the total of the AppendNoWait requests in queue.
+	noWaitBytes int64
+	delQueue    []uint64            // deleted, not yet written to badger
+	pending     map[uint64]struct{} // deleted, possibly still visible in a snapshot
+	written     []uint64            // in pending and written to badger
 	// issued holds the sizes of messages Read has handed out, so that
 	// their Delete needs no lookup in badger (most of a drain's cost
 	// otherwise). Bounded: the uplink's in-flight window.
@@ -412,7 +415,10 @@ func (s *Store) Append(ctx context.Context, msgs ...*Message) error {
 // without waiting for it: for messages nobody was promised durability for
 // (QoS 0), so a device is not held up by the disk. Order with other
 // appends is kept. Seq and ID are not filled in; a refusal under the Block
-// policy is counted (Stats.DroppedFull) and passed to OnDrop.
+// policy is counted (Stats.DroppedFull) and passed to OnDrop, and so is a
+// message arriving while MaxNoWaitBytes are already queued
+// (Stats.DroppedOverload, DropReasonOverload; OnDrop then runs in the
+// caller's goroutine).
 func (s *Store) AppendNoWait(msgs ...*Message) error {
 	return s.append(context.Background(), true, msgs)
 }
@@ -462,6 +468,19 @@ func (s *Store) append(ctx context.Context, noWait bool, msgs []*Message) error 
 		return ErrClosed
 	}
 	r.noWait = noWait
+	if noWait {
+		if s.noWaitBytes+r.total > MaxNoWaitBytes {
+			s.st.DroppedOverload += uint64(len(msgs))
+			s.mu.Unlock()
+			if s.opts.OnDrop != nil {
+				for _, m := range msgs {
+					s.opts.OnDrop(m, DropReasonOverload)
+				}
+			}
+			return nil
+		}
+		s.noWaitBytes += r.total
+	}
 	s.queue = append(s.queue, r)
 	s.mu.Unlock()
 	s.wake()
@@ -520,6 +539,14 @@ func (s *Store) Read(after uint64, max int) ([]*Message, error) {
 	start := after + 1
 	if start < s.head {
 		start = s.head
+	}
+	// Step over the deleted messages in front of start in memory, rather
+	// than through the iterator one badger entry at a time.
+	for len(s.pending) > 0 {
+		if _, gone := s.pending[start]; !gone {
+			break
+		}
+		start++
 	}
 	hasPending := len(s.pending) > 0
 	s.mu.Unlock()

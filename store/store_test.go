@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -885,5 +886,53 @@ func TestAppendNoWait(t *testing.T) {
 	}
 	if st := s.Stats(); st.DroppedFull != 1 || st.Messages != 13 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// AppendNoWait never queues more than MaxNoWaitBytes for the disk: with
+// the committer held up, what does not fit is dropped, counted and passed
+// to OnDrop, and what fit is written once the committer runs again.
+func TestAppendNoWaitOverload(t *testing.T) {
+	var dropped atomic.Int64
+	s, err := Open(Options{Dir: t.TempDir(), OnDrop: func(m *Message, reason string) {
+		if reason == DropReasonOverload && m.Topic == "t" {
+			dropped.Add(1)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	release, held := make(chan struct{}), make(chan struct{})
+	go s.do(func() { close(held); <-release })
+	<-held
+	payload := make([]byte, 1<<20)
+	const sent = 10
+	for range sent {
+		if err := s.AppendNoWait(&Message{Topic: "t", Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fit := int(MaxNoWaitBytes / (1 << 20)) // a little less than this, with the overhead
+	if st := s.Stats(); st.DroppedOverload == 0 || st.DroppedOverload >= sent || int(dropped.Load()) != int(st.DroppedOverload) {
+		t.Fatalf("dropped %d (OnDrop saw %d), want some of %d", st.DroppedOverload, dropped.Load(), sent)
+	}
+	close(release)
+	if err := s.Append(context.Background(), &Message{Topic: "u", Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if kept := sent - int(st.DroppedOverload); st.Messages != int64(kept+1) || kept > fit || kept < fit-1 {
+		t.Fatalf("%d messages stored, %d dropped; want about %d of the big ones kept", st.Messages, st.DroppedOverload, fit)
+	}
+	// Room again: the queue was taken.
+	if err := s.AppendNoWait(&Message{Topic: "t", Payload: payload}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(context.Background(), &Message{Topic: "u", Payload: []byte("y")}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Stats().DroppedOverload != st.DroppedOverload {
+		t.Fatal("dropped with an empty queue")
 	}
 }

@@ -387,7 +387,7 @@ func (u *Uplink) Status() Status {
 	}
 	st.DrainRate = u.rate.PerSecond()
 	st.Sent, st.Resent, st.Acked = u.sent.Load(), u.resent.Load(), u.acked.Load()
-	st.Dropped = u.dropped.Load() + qs.DroppedFull + qs.Expired
+	st.Dropped = u.dropped.Load() + qs.DroppedFull + qs.DroppedOverload + qs.Expired
 	st.Inflight = int(u.inflight.Load())
 	st.Subscriptions = int(u.activeSubs.Load())
 	st.Received, st.EchoSuppressed = u.received.Load(), u.echoed.Load()
