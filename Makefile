@@ -93,3 +93,10 @@ bench:
 FAULTFLAGS ?=
 fault:
 	$(GO) test -race -count=1 -timeout 15m $(FAULTFLAGS) -v ./bench/fault/
+
+# Grows the checked-in fuzz corpora (protocols/*/testdata/fuzz/) that the
+# malformed flood sends and `go test` replays: FUZZTIME per target (30s),
+# FUZZMAX files per target (150). See bench/README.md, Fault suite.
+.PHONY: fuzz-corpus
+fuzz-corpus:
+	bash bench/fuzzcorpus.sh

@@ -1,18 +1,12 @@
 package benchkit
 
 import (
-	"bufio"
-	"context"
 	"encoding/hex"
-	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
 )
 
 // ReadFuzzCorpus reads every `go test fuzz v1` file under dir (a
@@ -100,69 +94,86 @@ func Mutate(r *rand.Rand, seed []byte) []byte {
 	return b
 }
 
-// Flood sends malformed frames until ctx ends: MQTT-SN datagrams from a
-// few sockets to snAddr, and STOMP connections to stompAddr that send a
-// bad frame after CONNECT (or none) and read until the server closes.
-// rate caps datagrams per second (0 = unlimited). Returns frames sent.
-func Flood(ctx context.Context, snAddr, stompAddr string, snSeeds, stompSeeds [][]byte, rate int) (sentSN, sentSTOMP *atomic.Int64) {
-	sentSN, sentSTOMP = new(atomic.Int64), new(atomic.Int64)
-	if snAddr != "" && len(snSeeds) > 0 {
-		for w := 0; w < 4; w++ {
-			go func(w int) {
-				r := rand.New(rand.NewPCG(uint64(w), 1))
-				c, err := net.Dial("udp", snAddr)
-				if err != nil {
-					return
-				}
-				defer c.Close()
-				var tick *time.Ticker
-				if rate > 0 {
-					tick = time.NewTicker(time.Second / time.Duration(max(rate/400, 1))) // bursts of 100 from 4 sockets
-					defer tick.Stop()
-				}
-				for ctx.Err() == nil {
-					if tick != nil {
-						select {
-						case <-tick.C:
-						case <-ctx.Done():
-							return
-						}
-					}
-					burst := 100
-					if tick == nil {
-						burst = 1
-					}
-					for range burst {
-						_, _ = c.Write(Mutate(r, snSeeds[r.IntN(len(snSeeds))]))
-						sentSN.Add(1)
-					}
-				}
-			}(w)
-		}
-	}
-	if stompAddr != "" && len(stompSeeds) > 0 {
-		for w := 0; w < 4; w++ {
-			go func(w int) {
-				r := rand.New(rand.NewPCG(uint64(w), 2))
-				for ctx.Err() == nil {
-					c, err := net.DialTimeout("tcp", stompAddr, time.Second)
-					if err != nil {
-						time.Sleep(10 * time.Millisecond)
-						continue
-					}
-					_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-					w := bufio.NewWriter(c)
-					if r.IntN(3) > 0 {
-						w.WriteString("CONNECT\naccept-version:1.2\nhost:x\n\n\x00")
-					}
-					w.Write(Mutate(r, stompSeeds[r.IntN(len(stompSeeds))]))
-					_ = w.Flush()
-					sentSTOMP.Add(1)
-					_, _ = io.Copy(io.Discard, c)
-					c.Close()
-				}
-			}(w)
-		}
-	}
-	return sentSN, sentSTOMP
+// CoAPSeeds are wire cases of the CoAP codec tests (valid and refused)
+// and requests at the CoAP gateway's paths.
+var CoAPSeeds = [][]byte{
+	unhex("60000001"), unhex("70001234"), unhex("4201abcd7470b270730161"),
+	unhex("5102000778b2707346633d64657631ff6869"), unhex("410100016160d10903"), unhex("40020001d1f500"),
+	unhex("40020001e00001"), unhex("40020001e000"), unhex("40010001bd02" + strings.Repeat("61", 15)),
+	unhex("4001"), unhex("80010001"), unhex("49010001"), unhex("44010001aabb"), unhex("40010001b37073"),
+	unhex("40010001f0"), unhex("40010001bf"), unhex("40020001ff"), unhex("41000001aa"), unhex("40000001ff01"),
+	unhex("4001000190"), unhex("4001000131610161"), unhex("400100015101"),
+	// CON POST /mqtt/connection?clientid=f&username=u&password=p (EMQX's connect)
+	unhex("40020002 b46d717474 0a636f6e6e656374696f6e 4a636c69656e7469643d66 0a757365726e616d653d75 0a70617373776f72643d70"),
+	// CON POST /ps/t?c=f&q=1, payload "x"
+	unhex("41020003aa b27073 0174 43633d66 03713d31 ff78"),
 }
+
+// LwM2MSeeds are CoAP requests at a LwM2M server's paths: a 1.1
+// registration (CON POST /rd?ep=flood&lt=60&lwm2m=1.1, link format), an
+// update, a Send, a de-registration; plus every CoAP seed.
+var LwM2MSeeds = append([][]byte{
+	unhex("42020010aaaa b27264 1128 38 65703d666c6f6f64 05 6c743d3630 09 6c776d326d3d312e31 ff 3c2f312f303e2c3c2f332f303e"),
+	unhex("42020011aaab b27264 0161 ff 3c2f332f303e"),
+	unhex("42020012aaac b26470 1170 ff 81a32165 2f332f302f 00613002 1857"),
+	unhex("42040013aaad b27264 0161"),
+}, CoAPSeeds...)
+
+// LwM2MContentSeeds are SenML CBOR packs (and SenML JSON) for the body of
+// a LwM2M Send.
+var LwM2MContentSeeds = [][]byte{
+	unhex("81a3 21 652f332f302f 00 6130 02 1857"),                        // [{bn:"/3/0/", n:"0", v:87}]
+	unhex("82a3 21 652f332f302f 00 6130 03 6445646765 a2 00 6139 04 f4"), // vs "Edge", then vb false
+	unhex("81a3 21 662f31392f302f 00 6130 08 43010203"),                  // vd h'010203'
+	unhex("81a2 00 662f362f302f30 02 fb4045c00000000000"),                // v 43.5 (float64)
+	unhex("81a2 21 652f332f302f 06 1a5f5e1000"),                          // bt only
+	[]byte(`[{"bn":"/19/0/","n":"0","vd":"AAEC"}]`), []byte(`[{"bn":"/3/0/","n":"0","vs":"x"},{"n":"9","v":87}]`),
+	unhex("9f a1 00 6130 ff"), unhex("81 bf 00 6130 ff"), unhex("81a1 20 1b7fffffffffffffff"),
+}
+
+// JT808Seeds are 2013 frames from the generator's encoder: registration,
+// authentication, heartbeat, location report (with and without extras),
+// terminal answer, and a 2019 header.
+var JT808Seeds = func() [][]byte {
+	ph := [6]byte{0x01, 0x39, 0x12, 0x34, 0x56, 0x78}
+	loc := unhex("00000000 00000003 01da9c20 06f31500 0028 0000 005a 250101120000 0104 00000064 e003 656201")
+	reg := append(unhex("000b0001 4245 4e4348"), make([]byte, 20)...)
+	reg = append(reg, "1234567\x01B12345"...)
+	out := [][]byte{
+		jtAppendFrame(nil, jtRegister, ph, 1, reg), jtAppendFrame(nil, jtAuth, ph, 2, []byte("code")),
+		jtAppendFrame(nil, 0x0002, ph, 3, nil), jtAppendFrame(nil, jtLocation, ph, 4, loc),
+		jtAppendFrame(nil, jtLocation, ph, 5, loc[:28]), jtAppendFrame(nil, jtTermAck, ph, 6, unhex("0001 8103 00")),
+		jtAppendFrame(nil, 0x0704, ph, 7, append(unhex("0002 01 001c"), loc[:28]...)), jtAppendFrame(nil, 0x0003, ph, 8, nil),
+		jtAppendFrame(nil, 0x0900, ph, 9, unhex("f0 68656c6c6f")), jtAppendFrame(nil, 0x0f00, ph, 10, unhex("aa")),
+		// 2019: version flag, protocol version 1, BCD[10] phone
+		unhex("7e 0002 4000 01 00000000013912345678 000b 7f 7e"),
+	}
+	return out
+}()
+
+// GBT32960Seeds are 2016 frames from the generator's encoder: vehicle
+// login, real-time reports (vehicle data, location, a user-defined unit),
+// reissue, heartbeat, time calibration, logout, a platform login.
+var GBT32960Seeds = func() [][]byte {
+	vin := "LSVNV2182E2100001"
+	t := unhex("190101120000")
+	cat := func(b ...[]byte) []byte {
+		var o []byte
+		for _, x := range b {
+			o = append(o, x...)
+		}
+		return o
+	}
+	vehicle := unhex("01 01 03 01 0064 000186a0 1770 03e8 63 01 0f 2710 00 00")
+	location := unhex("05 00 06f31500 01da9c20")
+	return [][]byte{
+		gbtAppendFrame(nil, gbtLogin, gbtCommand, vin, cat(t, unhex("0001"), []byte("89860000000000000000"), unhex("01 01 01"))),
+		gbtAppendFrame(nil, gbtRealtime, gbtCommand, vin, cat(t, vehicle, location)),
+		gbtAppendFrame(nil, gbtRealtime, gbtCommand, vin, cat(t, []byte{gbtBenchInfo}, []byte("payload"))),
+		gbtAppendFrame(nil, 0x03, gbtCommand, vin, cat(t, location)),
+		gbtAppendFrame(nil, gbtHeartbeat, gbtCommand, vin, nil), gbtAppendFrame(nil, 0x08, gbtCommand, vin, nil),
+		gbtAppendFrame(nil, gbtLogout, gbtCommand, vin, cat(t, unhex("0001"))),
+		gbtAppendFrame(nil, 0x05, gbtCommand, vin, cat(t, unhex("0001"), []byte("user\x00\x00\x00\x00\x00\x00\x00\x00\x00password\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"), []byte{1})),
+		gbtAppendFrame(nil, 0x82, 0x01, vin, cat(t, unhex("01 0000"))),
+	}
+}()

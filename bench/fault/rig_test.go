@@ -74,7 +74,8 @@ func newRig(t *testing.T, edit func(*benchkit.AgentConfig), via func(broker stri
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Stop)
-	c := benchkit.AgentConfig{Broker: m.Addr, MQTTSN: "auto", STOMP: "auto", CoAP: "auto"}
+	c := benchkit.AgentConfig{Broker: m.Addr, MQTTSN: "auto", STOMP: "auto", CoAP: "auto",
+		LwM2M: "auto", JT808: "auto", GBT32960: "auto"}
 	if via != nil {
 		c.Broker = via(m.Addr)
 	}
@@ -101,7 +102,7 @@ func newRig(t *testing.T, edit func(*benchkit.AgentConfig), via func(broker stri
 	t.Cleanup(sub.Close)
 	r := &rig{t: t, mosq: m, agent: a, sub: sub}
 	r.env = &benchkit.Env{Broker: m.Addr, Mosq: m, Agent: a, Sub: sub,
-		Addrs: map[string]string{"mqttsn": a.Conf.MQTTSN, "stomp": a.Conf.STOMP, "coap": a.Conf.CoAP}}
+		Addrs: a.Conf.Addrs()}
 	return r
 }
 
