@@ -60,7 +60,7 @@ type protoMetrics struct {
 	register, update, deregister, expired, rebind, badPacket      *metrics.Counter
 	sent, queued, droppedTTL, droppedFull, timeout, reset, notify *metrics.Counter
 	responses, registerFailed, retransmit, unknownMsgType, pktsIn *metrics.Counter
-	send, block1, block2                                          *metrics.Counter
+	send, sendRejected, block1, block2                            *metrics.Counter
 }
 
 var protos sync.Map // *gateway.Gateway → *proto, for the HTTP API
@@ -88,7 +88,7 @@ func newProto(gw *gateway.Gateway) (gateway.Protocol, error) {
 		reset: c("lwm2m.downlink.coap_reset"), notify: c("lwm2m.notify"), responses: c("lwm2m.downlink.responses"),
 		registerFailed: c("lwm2m.register.refused"), retransmit: c("lwm2m.downlink.retransmit"),
 		unknownMsgType: c("lwm2m.downlink.unsupported_msg_type"), pktsIn: c(metrics.PacketsReceived),
-		send: c("lwm2m.send"), block1: c("lwm2m.downlink.block1"), block2: c("lwm2m.downlink.block2"),
+		send: c("lwm2m.send"), sendRejected: c("lwm2m.send.rejected"), block1: c("lwm2m.downlink.block1"), block2: c("lwm2m.downlink.block2"),
 	}
 	protos.Store(gw, p)
 	return p, nil

@@ -1,6 +1,7 @@
 package lwm2m
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"github.com/edgeway/edgeway/agent/broker"
@@ -234,6 +235,14 @@ func TestSend(t *testing.T) {
 	resp, err = s.cc.Post(ctx, "/dp", mtSenMLJSON, strings.NewReader(`[{"n":"/3/0/0","vs":"x"}]`))
 	if err != nil || resp.Code() != codes.Unauthorized {
 		t.Fatalf("stranger send: %v %v", resp, err)
+	}
+	// A registered peer's Send that does not decode: 4.00, counted.
+	resp, err = d.cc.Post(ctx, "/dp", message.MediaType(112), bytes.NewReader([]byte{0x81, 0xff})) // SenML CBOR
+	if err != nil || resp.Code() != codes.BadRequest {
+		t.Fatalf("undecodable send: %v %v", resp, err)
+	}
+	if e.counter("lwm2m.send.rejected") != 2 || e.counter("lwm2m.send") != 1 {
+		t.Fatalf("send.rejected %v, send %v; want 2 and 1", e.counter("lwm2m.send.rejected"), e.counter("lwm2m.send"))
 	}
 }
 

@@ -655,14 +655,17 @@ func pskIdentity(c net.Conn) string {
 func (p *proto) send(ep *endpoint, m *message.Message) *message.Message {
 	s := ep.sess.Load()
 	if s == nil {
+		p.m.sendRejected.Inc()
 		return reply(codes.Unauthorized)
 	}
 	cf := contentFormat(m, cfSenMLCBOR)
 	if cf != cfSenMLCBOR && cf != cfSenMLJSON {
+		p.m.sendRejected.Inc()
 		return reply(codes.UnsupportedMediaType)
 	}
 	content, err := decodeContent(cf, m.Payload, nil, *p.db.Load())
 	if err != nil {
+		p.m.sendRejected.Inc()
 		return reply(codes.BadRequest)
 	}
 	p.m.send.Inc()
