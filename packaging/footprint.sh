@@ -14,7 +14,7 @@
 # not settled before the runtime's forced GC at 2 minutes: badger's two
 # compactors tick every 50ms and their garbage (~6KB/s) stays in the heap
 # until then, and that first idle GC adds its own metadata. Measured (amd64,
-# issue 11): 16.9 MiB at 3s, 18.5 MiB at 150s, 19.1 MiB at 400s.
+# issue 11): 16.6-16.8 MiB at 3s, 18.5-18.7 MiB at 150s, 19.1 MiB at 400s.
 # FOOTPRINT_IDLE=3s gives a quick, optimistic reading.
 set -euo pipefail
 cd "$(dirname "$0")/.."
