@@ -358,6 +358,15 @@ type Rebinder interface {
 	TakeOver(other Conn) error
 }
 
+// PacketReader is a datagram Conn that can hand out a datagram in its own
+// buffer: fn runs with the datagram and must copy whatever it keeps. A
+// protocol with one goroutine per peer then needs no read buffer per peer
+// (thousands of idle sensors each holding a 2 KB buffer add up). The udp
+// listener's Conns implement it.
+type PacketReader interface {
+	ReadPacket(fn func(p []byte)) error
+}
+
 // Unwrap follows NetConn() wrappers down to the transport's own Conn.
 func Unwrap(c net.Conn) net.Conn {
 	for {

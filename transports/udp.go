@@ -535,11 +535,44 @@ func (c *vconn) kill(reason error, tally *metrics.Counter) bool {
 
 // Read returns one datagram, truncated to p if larger.
 func (c *vconn) Read(p []byte) (int, error) {
+	b, err := c.next()
+	if err != nil {
+		return 0, err
+	}
+	n := copy(p, *b)
+	c.l.put(b)
+	c.count(n)
+	return n, nil
+}
+
+// ReadPacket implements PacketReader: fn sees the listener's own buffer,
+// so an idle peer holds no read buffer of its own.
+func (c *vconn) ReadPacket(fn func(p []byte)) error {
+	b, err := c.next()
+	if err != nil {
+		return err
+	}
+	c.count(len(*b))
+	fn(*b)
+	c.l.put(b)
+	return nil
+}
+
+// count records n bytes read (a truncating Read counts what it returned).
+func (c *vconn) count(n int) {
+	c.info.BytesIn.Add(uint64(n))
+	c.l.in.Add(uint64(n))
+	c.last.Store(c.l.clock())
+}
+
+// next waits for the next datagram; the caller counts it and returns the
+// buffer with c.l.put.
+func (c *vconn) next() (*[]byte, error) {
 	for {
 		dl := c.rd.wait()
 		select {
 		case <-dl:
-			return 0, os.ErrDeadlineExceeded
+			return nil, os.ErrDeadlineExceeded
 		default:
 		}
 		c.mu.Lock()
@@ -548,9 +581,9 @@ func (c *vconn) Read(p []byte) (int, error) {
 			c.mu.Unlock()
 			c.wake() // pass the news on to a concurrent reader
 			if err == io.EOF {
-				return 0, io.EOF
+				return nil, io.EOF
 			}
-			return 0, c.opError("read", err)
+			return nil, c.opError("read", err)
 		}
 		if c.head < len(c.q) {
 			b := c.q[c.head]
@@ -564,18 +597,13 @@ func (c *vconn) Read(p []byte) (int, error) {
 			if more {
 				c.wake()
 			}
-			n := copy(p, *b)
-			c.l.put(b)
-			c.info.BytesIn.Add(uint64(n))
-			c.l.in.Add(uint64(n))
-			c.last.Store(c.l.clock())
-			return n, nil
+			return b, nil
 		}
 		c.mu.Unlock()
 		select {
 		case <-c.notify:
 		case <-dl:
-			return 0, os.ErrDeadlineExceeded
+			return nil, os.ErrDeadlineExceeded
 		}
 	}
 }

@@ -792,3 +792,33 @@ func TestUDPBurstAccounted(t *testing.T) {
 	})
 	t.Logf("read %d, queue full %d, kernel %d", read, count(m, mDatagramsDropped), count(m, mKernelDropped))
 }
+
+// ReadPacket hands out each datagram whole, in order, counted like Read,
+// and ends with the conn.
+func TestUDPReadPacket(t *testing.T) {
+	l, m := openListener(t, udpConfig(t))
+	p := newPeer(t, l, "127.0.0.1")
+	p.send("one")
+	c := acceptOne(t, l)
+	pr, ok := c.(PacketReader)
+	if !ok {
+		t.Fatal("udp conn is not a PacketReader")
+	}
+	p.send("two-longer")
+	var got []string
+	for range 2 {
+		if err := pr.ReadPacket(func(b []byte) { got = append(got, string(b)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if strings.Join(got, ",") != "one,two-longer" {
+		t.Fatalf("read %q", got)
+	}
+	if c.Info().BytesIn.Load() != 13 || count(m, metrics.BytesReceived) != 13 {
+		t.Fatalf("bytes in %d/%d, want 13", c.Info().BytesIn.Load(), count(m, metrics.BytesReceived))
+	}
+	c.Close()
+	if err := pr.ReadPacket(func([]byte) { t.Error("a datagram after close") }); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("after close: %v", err)
+	}
+}

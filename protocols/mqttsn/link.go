@@ -199,13 +199,21 @@ func (k *connLink) parkKey(r route) parkKey {
 
 // serve reads datagrams until the Conn ends, then releases its bindings.
 func (k *connLink) serve(size int) {
-	buf := make([]byte, size)
-	for {
-		n, err := k.c.Read(buf)
-		if err != nil {
-			break
+	if pr, ok := transports.Unwrap(k.c).(transports.PacketReader); ok {
+		// The udp listener's buffer, not one per peer: an idle sensor
+		// then costs no read buffer (2 KB × thousands of sleepers).
+		deliver := func(p []byte) { k.p.received(k, route{}, p) }
+		for pr.ReadPacket(deliver) == nil {
 		}
-		k.p.received(k, route{}, buf[:n])
+	} else {
+		buf := make([]byte, size)
+		for {
+			n, err := k.c.Read(buf)
+			if err != nil {
+				break
+			}
+			k.p.received(k, route{}, buf[:n])
+		}
 	}
 	k.settle()
 	k.p.linkDown(k)
