@@ -2,21 +2,17 @@ package agent
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/internal/cloudtest"
 	"github.com/edgeway/edgeway/protocols/stomp/stomptest"
-	"github.com/edgeway/edgeway/uplink"
 )
 
 // Frames from beidouchangxi/rtm_con tests/rtm_con/message_and_data_samples.py
@@ -57,38 +53,7 @@ bind = "127.0.0.1:0"
 func startGBT32960E2E(t *testing.T) (*Agent, *cloudtest.Cloud) {
 	t.Helper()
 	cl := cloudtest.Start(t, "127.0.0.1:0")
-	dir := t.TempDir()
-	src := strings.NewReplacer("DATA", filepath.Join(dir, "data"), "CLOUD", cl.Addr).Replace(e2eGBTConfig)
-	path := filepath.Join(dir, "edgeway.toml")
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(cfg, Options{ConfigPath: path, BoardRoot: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a.Stop(ctx)
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if u := a.Uplink(); u != nil && u.Status().State == uplink.StateConnected {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("uplink did not connect")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	a, _ := runE2EAgent(t, e2eGBTConfig, cl.Addr, t.TempDir())
 	return a, cl
 }
 

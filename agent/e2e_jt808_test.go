@@ -3,22 +3,19 @@ package agent
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/edgeway/edgeway/internal/gwtest"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/internal/cloudtest"
 	"github.com/edgeway/edgeway/protocols/stomp/stomptest"
-	"github.com/edgeway/edgeway/uplink"
 )
 
 // The JT/T 808 end-to-end test sends frames published by third parties
@@ -78,44 +75,7 @@ bind = "127.0.0.1:0"
 // started again on the same dir.
 func startJT808Agent(t *testing.T, cloud, dir string) (*Agent, func()) {
 	t.Helper()
-	src := strings.NewReplacer("DATA", filepath.Join(dir, "data"), "CLOUD", cloud).Replace(e2eJT808Config)
-	path := filepath.Join(dir, "edgeway.toml")
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(cfg, Options{ConfigPath: path, BoardRoot: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	stop := sync.OnceFunc(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a.Stop(ctx)
-	})
-	t.Cleanup(stop)
-	waitFor(t, "uplink connected", func() bool {
-		u := a.Uplink()
-		return u != nil && u.Status().State == uplink.StateConnected
-	})
-	return a, stop
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return runE2EAgent(t, e2eJT808Config, cloud, dir)
 }
 
 // TestE2EJT808: terminals of both editions on one listener send published
@@ -176,7 +136,7 @@ func TestE2EJT808(t *testing.T) {
 	inbox.expectGolden(up(jtPhone3), "heartbeat_2019_xtream.json")
 
 	// Downlinks: the cloud application publishes EMQX's JSON on dn_topic.
-	waitFor(t, "the three dn_topic subscriptions mirrored upstream", func() bool {
+	gwtest.Eventually(t, "the three dn_topic subscriptions mirrored upstream", func() bool {
 		return a.Uplink().Status().Subscriptions == 3
 	})
 	dn := func(phone string) string { return "site/e2e/jt808/" + phone + "/" + phone + "/dn" }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,14 +17,12 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/pion/dtls/v3"
 
-	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/agent/gateway"
 	"github.com/edgeway/edgeway/internal/cloudtest"
 	"github.com/edgeway/edgeway/internal/gwtest"
 	"github.com/edgeway/edgeway/internal/pty"
 	sn "github.com/edgeway/edgeway/protocols/mqttsn/mqttsntest"
 	"github.com/edgeway/edgeway/protocols/stomp/stomptest"
-	"github.com/edgeway/edgeway/uplink"
 )
 
 // The MQTT-SN end-to-end tests: devices (the independent encoder of
@@ -84,32 +81,7 @@ type snE2E struct {
 func startSNE2E(t *testing.T, extra string) *snE2E {
 	t.Helper()
 	cloud := snCloud(t)
-	dir := t.TempDir()
-	src := strings.NewReplacer("DATA", filepath.Join(dir, "data"), "CLOUD", cloud).Replace(snE2EConfig) + extra
-	path := filepath.Join(dir, "edgeway.toml")
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(cfg, Options{ConfigPath: path, BoardRoot: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a.Stop(ctx)
-	})
-	gwtest.Eventually(t, "uplink connected", func() bool {
-		u := a.Uplink()
-		return u != nil && u.Status().State == uplink.StateConnected
-	})
+	a, _ := runE2EAgent(t, snE2EConfig+extra, cloud, t.TempDir())
 	return &snE2E{t: t, a: a, app: newPahoPeer(t, cloud)}
 }
 

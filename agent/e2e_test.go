@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"fmt"
+	"github.com/edgeway/edgeway/internal/gwtest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,8 +73,17 @@ bind = "127.0.0.1:0"
 func startE2E(t *testing.T) (*Agent, *cloudtest.Cloud) {
 	t.Helper()
 	cl := cloudtest.Start(t, "127.0.0.1:0")
-	dir := t.TempDir()
-	src := strings.NewReplacer("DATA", filepath.Join(dir, "data"), "CLOUD", cl.Addr).Replace(e2eConfig)
+	a, _ := runE2EAgent(t, e2eConfig, cl.Addr, t.TempDir())
+	return a, cl
+}
+
+// runE2EAgent writes template (DATA → dir/data, CLOUD → cloud) to
+// dir/edgeway.toml, starts the agent on it and waits for its uplink to
+// connect. stop ends it (also at cleanup); the agent can be started again
+// on the same dir.
+func runE2EAgent(t *testing.T, template, cloud, dir string) (a *Agent, stop func()) {
+	t.Helper()
+	src := strings.NewReplacer("DATA", filepath.Join(dir, "data"), "CLOUD", cloud).Replace(template)
 	path := filepath.Join(dir, "edgeway.toml")
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
@@ -81,29 +92,24 @@ func startE2E(t *testing.T) (*Agent, *cloudtest.Cloud) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(cfg, Options{ConfigPath: path, BoardRoot: t.TempDir()})
+	a, err = New(cfg, Options{ConfigPath: path, BoardRoot: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		a.Stop(ctx)
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if u := a.Uplink(); u != nil && u.Status().State == uplink.StateConnected {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("uplink did not connect")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return a, cl
+	t.Cleanup(stop)
+	gwtest.Eventually(t, "uplink connected", func() bool {
+		u := a.Uplink()
+		return u != nil && u.Status().State == uplink.StateConnected
+	})
+	return a, stop
 }
 
 func listenerAddr(t testing.TB, a *Agent, gw string) string {
