@@ -358,13 +358,16 @@ type Rebinder interface {
 	TakeOver(other Conn) error
 }
 
-// PacketReader is a datagram Conn that can hand out a datagram in its own
-// buffer: fn runs with the datagram and must copy whatever it keeps. A
-// protocol with one goroutine per peer then needs no read buffer per peer
-// (thousands of idle sensors each holding a 2 KB buffer add up). The udp
-// listener's Conns implement it.
-type PacketReader interface {
-	ReadPacket(fn func(p []byte)) error
+// PacketServer is a datagram Conn that can push datagrams instead of being
+// read: after ServePackets, fn gets each datagram (in its own buffer: copy
+// what you keep) on a goroutine that exists only while datagrams are
+// waiting — one at a time per Conn, in order — and end is called once,
+// after the last fn, when the Conn has ended (closed, expired, taken over
+// by another Conn, the listener closed). Read must not be used after it. A
+// protocol with thousands of mostly silent peers then keeps no goroutine,
+// stack or buffer per idle peer. The udp listener's Conns implement it.
+type PacketServer interface {
+	ServePackets(fn func(p []byte), end func(err error))
 }
 
 // Unwrap follows NetConn() wrappers down to the transport's own Conn.

@@ -456,6 +456,14 @@ type vconn struct {
 	err    error         // set once: io.EOF (ended by the transport) or net.ErrClosed
 	notify chan struct{} // capacity 1: a datagram was queued or the conn ended
 	rd     deadline
+
+	// Push mode (ServePackets): fn gets each datagram on a worker that
+	// runs only while datagrams wait; end is called once, after the last
+	// fn, when the conn has ended.
+	fn        func(p []byte)
+	end       func(err error)
+	running   bool // a worker is draining q
+	endCalled bool
 }
 
 // enqueue copies d into the queue. It reports false when the conn has
@@ -482,10 +490,74 @@ func (c *vconn) enqueue(d []byte) bool {
 		c.q, c.head = c.q[:n], 0
 	}
 	c.q = append(c.q, b)
+	start := c.fn != nil && !c.running
+	if start {
+		c.running = true
+	}
 	c.mu.Unlock()
 	c.last.Store(l.clock())
-	c.wake()
+	if start {
+		go c.drain()
+	} else {
+		c.wake()
+	}
 	return true
+}
+
+// ServePackets implements PacketServer.
+func (c *vconn) ServePackets(fn func(p []byte), end func(err error)) {
+	c.mu.Lock()
+	c.fn, c.end = fn, end
+	var endNow error
+	switch {
+	case c.err != nil:
+		c.endCalled, endNow = true, c.err
+	case c.head < len(c.q):
+		c.running = true
+	}
+	running := c.running
+	c.mu.Unlock()
+	switch {
+	case endNow != nil:
+		go end(endNow)
+	case running:
+		go c.drain()
+	}
+}
+
+// drain is the push-mode worker: it hands out what is queued, in order,
+// and exits when the queue is empty (or, once the conn has ended, calls
+// end).
+func (c *vconn) drain() {
+	for {
+		c.mu.Lock()
+		if c.err != nil {
+			c.running = false
+			call := !c.endCalled
+			c.endCalled = true
+			err := c.err
+			c.mu.Unlock()
+			if call {
+				c.end(err)
+			}
+			return
+		}
+		if c.head >= len(c.q) {
+			c.running = false
+			c.mu.Unlock()
+			return
+		}
+		b := c.q[c.head]
+		c.q[c.head] = nil
+		c.head++
+		if c.head == len(c.q) {
+			c.q, c.head = c.q[:0], 0
+		}
+		c.mu.Unlock()
+		c.count(len(*b))
+		c.fn(*b)
+		c.l.put(b)
+	}
 }
 
 func (c *vconn) wake() {
@@ -520,6 +592,10 @@ func (c *vconn) kill(reason error, tally *metrics.Counter) bool {
 	}
 	q := c.q[c.head:]
 	c.q, c.head = nil, 0
+	end := c.end != nil && !c.running && !c.endCalled
+	if end {
+		c.endCalled = true // a running worker calls it when it sees err
+	}
 	c.mu.Unlock()
 	l.mu.Unlock()
 	for _, b := range q {
@@ -530,6 +606,9 @@ func (c *vconn) kill(reason error, tally *metrics.Counter) bool {
 		tally.Inc()
 	}
 	c.wake()
+	if end {
+		go c.end(reason)
+	}
 	return true
 }
 
@@ -543,19 +622,6 @@ func (c *vconn) Read(p []byte) (int, error) {
 	c.l.put(b)
 	c.count(n)
 	return n, nil
-}
-
-// ReadPacket implements PacketReader: fn sees the listener's own buffer,
-// so an idle peer holds no read buffer of its own.
-func (c *vconn) ReadPacket(fn func(p []byte)) error {
-	b, err := c.next()
-	if err != nil {
-		return err
-	}
-	c.count(len(*b))
-	fn(*b)
-	c.l.put(b)
-	return nil
 }
 
 // count records n bytes read (a truncating Read counts what it returned).
@@ -721,6 +787,14 @@ func (c *vconn) TakeOver(other Conn) error {
 	}
 	o.q, o.head = nil, 0
 	c.info.Peer = o.info.Peer
+	oEnd := o.end != nil && !o.running && !o.endCalled
+	if oEnd {
+		o.endCalled = true // else o's running worker calls it
+	}
+	cStart := moved > 0 && c.fn != nil && !c.running
+	if cStart {
+		c.running = true
+	}
 	o.mu.Unlock()
 	c.mu.Unlock()
 	l.mu.Unlock()
@@ -729,6 +803,12 @@ func (c *vconn) TakeOver(other Conn) error {
 	o.wake()
 	if moved > 0 {
 		c.wake()
+	}
+	if oEnd {
+		go o.end(io.EOF)
+	}
+	if cStart {
+		go c.drain()
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -793,32 +794,136 @@ func TestUDPBurstAccounted(t *testing.T) {
 	t.Logf("read %d, queue full %d, kernel %d", read, count(m, mDatagramsDropped), count(m, mKernelDropped))
 }
 
-// ReadPacket hands out each datagram whole, in order, counted like Read,
-// and ends with the conn.
-func TestUDPReadPacket(t *testing.T) {
+// pushed collects what ServePackets hands out and how the conn ended.
+type pushed struct {
+	mu    sync.Mutex
+	got   []string
+	ends  int
+	err   error
+	inFn  atomic.Int32
+	worst atomic.Int32 // most fn calls at once for this conn
+}
+
+func (p *pushed) fn(b []byte) {
+	if n := p.inFn.Add(1); n > p.worst.Load() {
+		p.worst.Store(n)
+	}
+	p.mu.Lock()
+	p.got = append(p.got, string(b))
+	p.mu.Unlock()
+	p.inFn.Add(-1)
+}
+
+func (p *pushed) end(err error) {
+	p.mu.Lock()
+	p.ends++
+	p.err = err
+	p.mu.Unlock()
+}
+
+func (p *pushed) state() (string, int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.got, ","), p.ends, p.err
+}
+
+// ServePackets: datagrams queued before and after it arrive in order, one
+// fn at a time; no goroutine is left while the peer is silent; end comes
+// once, after the last datagram, when the conn is closed.
+func TestUDPServePackets(t *testing.T) {
 	l, m := openListener(t, udpConfig(t))
 	p := newPeer(t, l, "127.0.0.1")
-	p.send("one")
+	p.send("a")
 	c := acceptOne(t, l)
-	pr, ok := c.(PacketReader)
+	ps, ok := c.(PacketServer)
 	if !ok {
-		t.Fatal("udp conn is not a PacketReader")
+		t.Fatal("udp conn is not a PacketServer")
 	}
-	p.send("two-longer")
-	var got []string
-	for range 2 {
-		if err := pr.ReadPacket(func(b []byte) { got = append(got, string(b)) }); err != nil {
-			t.Fatal(err)
-		}
+	var got pushed
+	ps.ServePackets(got.fn, got.end)
+	for i := range 50 {
+		p.send(fmt.Sprint(i))
 	}
-	if strings.Join(got, ",") != "one,two-longer" {
-		t.Fatalf("read %q", got)
+	want := "a"
+	for i := range 50 {
+		want += fmt.Sprint(",", i)
 	}
-	if c.Info().BytesIn.Load() != 13 || count(m, metrics.BytesReceived) != 13 {
-		t.Fatalf("bytes in %d/%d, want 13", c.Info().BytesIn.Load(), count(m, metrics.BytesReceived))
+	eventually(t, "all 51 datagrams pushed", func() bool { s, _, _ := got.state(); return s == want })
+	if got.worst.Load() != 1 {
+		t.Fatalf("%d fn calls at once", got.worst.Load())
+	}
+	// The worker is gone once the queue is empty.
+	c.(*vconn).mu.Lock()
+	running := c.(*vconn).running
+	c.(*vconn).mu.Unlock()
+	if running {
+		eventually(t, "worker gone", func() bool {
+			v := c.(*vconn)
+			v.mu.Lock()
+			defer v.mu.Unlock()
+			return !v.running
+		})
+	}
+	if count(m, metrics.BytesReceived) != uint64(len(strings.ReplaceAll(want, ",", ""))) {
+		t.Fatalf("bytes in %d", count(m, metrics.BytesReceived))
 	}
 	c.Close()
-	if err := pr.ReadPacket(func([]byte) { t.Error("a datagram after close") }); !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("after close: %v", err)
+	eventually(t, "end", func() bool { _, n, _ := got.state(); return n == 1 })
+	if _, _, err := got.state(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("end(%v), want net.ErrClosed", err)
 	}
+	c.Close()
+	time.Sleep(50 * time.Millisecond)
+	if _, n, _ := got.state(); n != 1 {
+		t.Fatalf("end called %d times", n)
+	}
+}
+
+// A conn that ended before ServePackets still gets its end; a conn taken
+// over gets end(io.EOF) and its queued datagrams go to the taker, pushed
+// there; closing the listener ends the rest.
+func TestUDPServePacketsEnds(t *testing.T) {
+	l, _ := openListener(t, udpConfig(t))
+	dead := newPeer(t, l, "127.0.0.1")
+	dead.send("x")
+	dc := acceptOne(t, l)
+	dc.Close()
+	var d pushed
+	dc.(PacketServer).ServePackets(d.fn, d.end)
+	eventually(t, "end of a dead conn", func() bool { _, n, _ := d.state(); return n == 1 })
+
+	oldP := newPeer(t, l, "127.0.0.2")
+	oldP.send("old")
+	oc := acceptOne(t, l)
+	var o pushed
+	oc.(PacketServer).ServePackets(o.fn, o.end)
+	newP := newPeer(t, l, "127.0.0.3")
+	newP.send("new")
+	nc := acceptOne(t, l)
+	newP.send("queued")
+	// nc is not served yet: its datagrams wait in its queue.
+	eventually(t, "queued on the new conn", func() bool {
+		v := nc.(*vconn)
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return len(v.q)-v.head == 2
+	})
+	var n pushed
+	nc.(PacketServer).ServePackets(func(b []byte) {}, n.end) // never runs: taken over below
+	if err := oc.(Rebinder).TakeOver(nc); err != nil {
+		// ServePackets may already have started nc's worker; then its
+		// datagrams were consumed and there is nothing to move.
+		t.Fatal(err)
+	}
+	eventually(t, "end of the taken-over conn", func() bool { _, k, _ := n.state(); return k == 1 })
+	if _, _, err := n.state(); err != io.EOF {
+		t.Fatalf("taken over: end(%v), want io.EOF", err)
+	}
+	newP.send("after")
+	eventually(t, "the taker gets the new address's datagrams", func() bool {
+		s, _, _ := o.state()
+		return strings.HasSuffix(s, "after")
+	})
+	l.Close()
+	eventually(t, "end at listener close", func() bool { _, k, _ := o.state(); return k == 1 })
 }

@@ -206,6 +206,15 @@ func (p *proto) Serve(ctx context.Context, l *gateway.Listener) error {
 		k := &connLink{p: p, l: l, c: c}
 		k.idle = l.Gateway().WatchIdle(c)
 		wg.Add(1)
+		if ps, ok := transports.Unwrap(c).(transports.PacketServer); ok {
+			// udp: no goroutine, stack or buffer while the peer is silent
+			// (thousands of sleeping sensors); datagrams are pushed.
+			ps.ServePackets(func(b []byte) { p.received(k, route{}, b) }, func(error) {
+				k.finish()
+				wg.Done()
+			})
+			continue
+		}
 		go func() {
 			defer wg.Done()
 			k.serve(size)

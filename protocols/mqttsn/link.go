@@ -199,22 +199,19 @@ func (k *connLink) parkKey(r route) parkKey {
 
 // serve reads datagrams until the Conn ends, then releases its bindings.
 func (k *connLink) serve(size int) {
-	if pr, ok := transports.Unwrap(k.c).(transports.PacketReader); ok {
-		// The udp listener's buffer, not one per peer: an idle sensor
-		// then costs no read buffer (2 KB × thousands of sleepers).
-		deliver := func(p []byte) { k.p.received(k, route{}, p) }
-		for pr.ReadPacket(deliver) == nil {
+	buf := make([]byte, size)
+	for {
+		n, err := k.c.Read(buf)
+		if err != nil {
+			break
 		}
-	} else {
-		buf := make([]byte, size)
-		for {
-			n, err := k.c.Read(buf)
-			if err != nil {
-				break
-			}
-			k.p.received(k, route{}, buf[:n])
-		}
+		k.p.received(k, route{}, buf[:n])
 	}
+	k.finish()
+}
+
+// finish runs once the link's Conn has ended and nothing more is read.
+func (k *connLink) finish() {
 	k.settle()
 	k.p.linkDown(k)
 	_ = k.c.Close()
