@@ -504,6 +504,21 @@ func (c *vconn) enqueue(d []byte) bool {
 	return true
 }
 
+// popLocked takes the oldest queued datagram (nil if none) and says
+// whether more wait. c.mu is held.
+func (c *vconn) popLocked() (b *[]byte, more bool) {
+	if c.head >= len(c.q) {
+		return nil, false
+	}
+	b = c.q[c.head]
+	c.q[c.head] = nil
+	c.head++
+	if more = c.head < len(c.q); !more {
+		c.q, c.head = c.q[:0], 0
+	}
+	return b, more
+}
+
 // ServePackets implements PacketServer.
 func (c *vconn) ServePackets(fn func(p []byte), end func(err error)) {
 	c.mu.Lock()
@@ -542,16 +557,11 @@ func (c *vconn) drain() {
 			}
 			return
 		}
-		if c.head >= len(c.q) {
+		b, _ := c.popLocked()
+		if b == nil {
 			c.running = false
 			c.mu.Unlock()
 			return
-		}
-		b := c.q[c.head]
-		c.q[c.head] = nil
-		c.head++
-		if c.head == len(c.q) {
-			c.q, c.head = c.q[:0], 0
 		}
 		c.mu.Unlock()
 		c.count(len(*b))
@@ -651,14 +661,7 @@ func (c *vconn) next() (*[]byte, error) {
 			}
 			return nil, c.opError("read", err)
 		}
-		if c.head < len(c.q) {
-			b := c.q[c.head]
-			c.q[c.head] = nil
-			c.head++
-			more := c.head < len(c.q)
-			if !more {
-				c.q, c.head = c.q[:0], 0
-			}
+		if b, more := c.popLocked(); b != nil {
 			c.mu.Unlock()
 			if more {
 				c.wake()

@@ -273,87 +273,41 @@ max_bytes = %q
 on_full = %q
 sync = %q
 `, filepath.Join(dir, "data"), c.API, c.Broker, c.StoreMaxBytes, c.OnFull, c.Sync)
-	if c.MQTTSN != "" {
-		fmt.Fprintf(&b, `[gateway.mqttsn]
-gateway_id = 1
-max_inflight = 64
-[[gateway.mqttsn.authentication]]
-type = "anonymous"
-[gateway.mqttsn.listeners.udp.default]
-bind = %q
-max_connections = 1000000
-max_conn_rate = 1000000
-`, c.MQTTSN)
-	}
-	if c.STOMP != "" {
-		fmt.Fprintf(&b, `[gateway.stomp]
-[[gateway.stomp.authentication]]
-type = "anonymous"
-[gateway.stomp.listeners.tcp.default]
-bind = %q
-max_connections = 1000000
-max_conn_rate = 1000000
-`, c.STOMP)
-	}
-	if c.CoAP != "" {
+	// Every gateway: anonymous, one listener without connection limits.
+	for _, g := range []struct {
+		kind, transport, addr string
+		settings, listener    string
+	}{
+		{"mqttsn", "udp", c.MQTTSN, "gateway_id = 1\nmax_inflight = 64\n", ""},
+		{"stomp", "tcp", c.STOMP, "", ""},
 		// heartbeat past any bench run, so an idle coap-conn device keeps
 		// its connection.
-		fmt.Fprintf(&b, `[gateway.coap]
-heartbeat = "1h"
-[[gateway.coap.authentication]]
-type = "anonymous"
-[gateway.coap.listeners.udp.default]
-bind = %q
-max_connections = 1000000
-max_conn_rate = 1000000
-`, c.CoAP)
-	}
-	if c.LwM2M != "" {
+		{"coap", "udp", c.CoAP, "heartbeat = \"1h\"\n", ""},
 		// notify at QoS 1: a Send is answered 2.04 once it is in the store.
 		// idle_timeout past any bench run, so an idle device keeps its peer.
-		fmt.Fprintf(&b, `[gateway.lwm2m]
-mountpoint = "bench/lwm2m/${endpoint_name}/"
+		{"lwm2m", "udp", c.LwM2M, `mountpoint = "bench/lwm2m/${endpoint_name}/"
 [gateway.lwm2m.translators]
 command  = { topic = "dn/#",      qos = 0 }
 response = { topic = "up/resp",   qos = 0 }
 notify   = { topic = "up/notify", qos = 1 }
 register = { topic = "up/resp",   qos = 0 }
 update   = { topic = "up/update", qos = 0 }
-[[gateway.lwm2m.authentication]]
-type = "anonymous"
-[gateway.lwm2m.listeners.udp.default]
-bind = %q
-idle_timeout = "25h"
-max_connections = 1000000
-max_conn_rate = 1000000
-`, c.LwM2M)
-	}
-	if c.JT808 != "" {
+`, "idle_timeout = \"25h\"\n"},
 		// keepalive past any bench run, so idle terminals stay connected.
-		fmt.Fprintf(&b, `[gateway.jt808]
-[gateway.jt808.proto]
+		{"jt808", "tcp", c.JT808, `[gateway.jt808.proto]
 up_topic = "bench/jt808/${phone}"
 keepalive = "24h"
 [gateway.jt808.proto.auth]
 allow_anonymous = true
-[[gateway.jt808.authentication]]
-type = "anonymous"
-[gateway.jt808.listeners.tcp.default]
-bind = %q
-max_connections = 1000000
-max_conn_rate = 1000000
-`, c.JT808)
-	}
-	if c.GBT32960 != "" {
-		fmt.Fprintf(&b, `[gateway.gbt32960]
-mountpoint = "bench/gbt32960/${clientid}/"
-[[gateway.gbt32960.authentication]]
-type = "anonymous"
-[gateway.gbt32960.listeners.tcp.default]
-bind = %q
-max_connections = 1000000
-max_conn_rate = 1000000
-`, c.GBT32960)
+`, ""},
+		{"gbt32960", "tcp", c.GBT32960, "mountpoint = \"bench/gbt32960/${clientid}/\"\n", ""},
+	} {
+		if g.addr == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "[gateway.%[1]s]\n%[2]s[[gateway.%[1]s.authentication]]\ntype = \"anonymous\"\n"+
+			"[gateway.%[1]s.listeners.%[3]s.default]\nbind = %[4]q\n%[5]smax_connections = 1000000\nmax_conn_rate = 1000000\n",
+			g.kind, g.settings, g.transport, g.addr, g.listener)
 	}
 	b.WriteString(c.Extra)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
