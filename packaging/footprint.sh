@@ -8,14 +8,18 @@
 # be the emulator's. FOOTPRINT_ENFORCE=1 makes a budget overrun fail.
 #
 # Idle RSS is VmRSS after FOOTPRINT_IDLE (default 150s), split into RssAnon
-# (heap, stacks, runtime) and RssFile (the binary's pages: clean page cache,
-# but mapped in 64KB fault-around windows, so nearly all of the text and
-# most of the pclntab count). 150s, not a few seconds, because the agent is
-# not settled before the runtime's forced GC at 2 minutes: badger's two
-# compactors tick every 50ms and their garbage (~6KB/s) stays in the heap
-# until then, and that first idle GC adds its own metadata. Measured (amd64,
-# issue 11): 16.6-16.8 MiB at 3s, 18.5-18.7 MiB at 150s, 19.1 MiB at 400s.
-# FOOTPRINT_IDLE=3s gives a quick, optimistic reading.
+# (heap, stacks, runtime) and RssFile (the binary's pages). After READY=1 the
+# agent unmaps the binary's read-only pages (internal/memtrim): start-up
+# touches nearly all of them, 64KB fault-around windows at a time, ~14 MiB
+# that an idle agent does not use; what it does use comes back on access.
+# The released amount is printed too (the agent logs it), so the figure
+# without the release is RSS + released at READY (~18.6 MiB settled when
+# measured with EDGEWAY_KEEP_STARTUP_PAGES=1). 150s, not a few seconds,
+# because the agent is not settled before the runtime's forced GC at 2
+# minutes: badger's two compactors tick every 50ms and their garbage
+# (~6KB/s) stays in the heap until then, and the GCs scan goroutine stacks,
+# which reads the pclntab back in. FOOTPRINT_IDLE=3s gives a quick,
+# optimistic reading.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mib=$((1024 * 1024))
@@ -53,6 +57,7 @@ echo "runtime ($(go env GOARCH), example config, idle $idle):"
 echo "  idle RSS                     $rss KiB (VmRSS; peak $(field peak_rss_kib) KiB)"
 echo "    of which RssAnon           $(field idle_rss_anon_kib) KiB (heap, stacks, runtime)"
 echo "    and RssFile                $(field idle_rss_file_kib) KiB (the binary's mapped pages)"
+echo "  start-up pages released      $(field released_kib) KiB (unmapped after READY=1; none = not released)"
 echo "  start to \"agent started\"     $started ms"
 if [ "$sent" = true ]; then
 	echo "  start to READY=1             $ready ms"

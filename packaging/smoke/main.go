@@ -45,6 +45,7 @@ type Result struct {
 	AnonKiB      int     `json:"idle_rss_anon_kib"`  // of which RssAnon: heap, stacks, runtime
 	FileKiB      int     `json:"idle_rss_file_kib"`  // and RssFile: the binary's mapped pages
 	HWMKiB       int     `json:"peak_rss_kib"`       // VmHWM at the same time
+	ReleasedKiB  int     `json:"released_kib"`       // start-up pages the agent unmapped after READY (its log)
 	StopMs       float64 `json:"stop_ms"`            // SIGTERM → exit
 	ExitCode     int     `json:"exit_code"`
 	Log          string  `json:"log,omitempty"` // the agent's stderr, on failure
@@ -73,8 +74,8 @@ func main() {
 		}
 		json.NewEncoder(os.Stdout).Encode(r)
 	} else {
-		fmt.Printf("smoke %s: version %q, started in %.1fms, READY=1 %s, idle RSS %d KiB (anon %d, file %d; peak %d KiB), stopped in %.1fms, exit %d%s\n",
-			r.Binary, r.Version, r.StartedMs, readyText(r), r.RSSKiB, r.AnonKiB, r.FileKiB, r.HWMKiB, r.StopMs, r.ExitCode, emulatedText(r))
+		fmt.Printf("smoke %s: version %q, started in %.1fms, READY=1 %s, idle RSS %d KiB (anon %d, file %d; peak %d KiB; %d KiB of start-up pages released), stopped in %.1fms, exit %d%s\n",
+			r.Binary, r.Version, r.StartedMs, readyText(r), r.RSSKiB, r.AnonKiB, r.FileKiB, r.HWMKiB, r.ReleasedKiB, r.StopMs, r.ExitCode, emulatedText(r))
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "smoke %s: FAIL: %v\n", *bin, err)
@@ -249,7 +250,10 @@ func run(ctx context.Context, bin, wrap, cfgPath string, idle time.Duration, kee
 			if !ok {
 				return fail(errors.New("agent exited while idle"))
 			}
-			_ = l
+			if m := releasedRE.FindStringSubmatch(l); m != nil {
+				n, _ := strconv.Atoi(m[1])
+				r.ReleasedKiB = n >> 10
+			}
 		case s := <-notes:
 			note(s)
 		case <-idleEnd:
@@ -309,6 +313,9 @@ func run(ctx context.Context, bin, wrap, cfgPath string, idle time.Duration, kee
 	}
 	return r, nil
 }
+
+// releasedRE matches cmd/edgeway's releaseStartupPages log line.
+var releasedRE = regexp.MustCompile(`released start-up pages.* bytes=(\d+)`)
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
