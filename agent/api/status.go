@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
-	"html/template"
 	"io"
 	"io/fs"
 	"math"
@@ -59,7 +58,7 @@ func (a *asset) gzipped() []byte {
 
 var (
 	assets   = map[string]*asset{}
-	pageTmpl *template.Template
+	pageTmpl *pageTemplate
 )
 
 func init() {
@@ -80,11 +79,15 @@ func init() {
 		}
 		assets[e.Name()] = a
 	}
-	pageTmpl = template.Must(template.New("index.html").Funcs(template.FuncMap{
-		"asset": func(name string) string { return "/static/" + name + "?v=" + assets[name].etag },
-	}).Parse(string(assets["index.html"].body)))
+	t, err := parsePage(string(assets["index.html"].body))
+	if err != nil {
+		panic(err) // the embedded page is broken: a build error, caught by the tests
+	}
+	pageTmpl = t
 	delete(assets, "index.html")
 }
+
+func assetURL(name string) string { return "/static/" + name + "?v=" + assets[name].etag }
 
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
@@ -155,11 +158,8 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 			d.Clients = append(d.Clients, s.clientJSON(c, false))
 		}
 	}
-	var b bytes.Buffer
-	if err := pageTmpl.Execute(&b, d); err != nil {
-		s.writeErr(w, err)
-		return
-	}
+	var b strings.Builder
+	pageTmpl.render(&b, d.values(assetURL))
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", csp)
@@ -168,11 +168,11 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Encoding", "gzip")
 		h.Set("Vary", "Accept-Encoding")
 		zw := getGzip(w)
-		_, _ = zw.Write(b.Bytes())
+		_, _ = io.WriteString(zw, b.String())
 		putGzip(zw)
 		return
 	}
-	_, _ = w.Write(b.Bytes())
+	_, _ = io.WriteString(w, b.String())
 }
 
 // statusJSON is GET /api/v5/status, the status page's data.
