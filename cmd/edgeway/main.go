@@ -216,6 +216,7 @@ func releaseStartupPages(log *slog.Logger) {
 	if os.Getenv("EDGEWAY_KEEP_STARTUP_PAGES") != "" {
 		return
 	}
+	debug.FreeOSMemory() // start-up's garbage: an idle agent allocates next to nothing
 	r, err := memtrim.ReleaseStartup()
 	if err != nil {
 		log.Info("start-up pages kept", "error", err)
