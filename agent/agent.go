@@ -254,7 +254,7 @@ func (a *Agent) storeOptions(c config.Store) store.Options {
 	ss := a.metrics.Set("store", map[string]string{"component": "store"})
 	return store.Options{
 		Dir: dir, MaxBytes: int64(c.MaxBytes), MaxAge: c.MaxAge.D(),
-		OnFull: store.OnFull(c.OnFull), Sync: store.SyncMode(c.Sync),
+		OnFull: store.OnFull(c.OnFull), Sync: store.SyncMode(c.Sync), MinFreeBytes: int64(c.MinFree),
 		Logger: a.log.With("component", "store"),
 		OnDrop: func(m *store.Message, reason string) {
 			ss.Counter("messages.dropped").Inc()

@@ -166,6 +166,17 @@ func (s *Store) round() (more bool) {
 		s.fireDrops()
 		return false
 	}
+	free, diskErr := s.checkDisk()
+	if len(dels) > 0 && free >= 0 && free < s.opts.MinFreeBytes/4 {
+		// Too little room even for tombstones: they wait, in order, for
+		// the next round that has room; not "more", or the committer
+		// would spin on them.
+		s.mu.Lock()
+		s.delQueue = append(dels, s.delQueue...)
+		more = len(s.queue) > 0 // queued appends are refused next round
+		s.mu.Unlock()
+		dels = nil
+	}
 	s.entries = s.entries[:0]
 	s.victims = s.victims[:0]
 	ev := evictor{s: s}
@@ -174,6 +185,10 @@ func (s *Store) round() (more bool) {
 		firstSeq = s.next
 	}
 	for _, r := range reqs {
+		if diskErr != nil {
+			s.refuse(r, diskErr)
+			continue
+		}
 		s.place(r, &ev)
 	}
 	ev.close()
@@ -661,6 +676,9 @@ func (s *Store) reclaim() {
 	if tables, _ := filepath.Glob(filepath.Join(s.opts.Dir, "*.sst")); len(tables) < 2 {
 		return // little to gain
 	}
+	if _, derr := s.checkDisk(); derr != nil {
+		return // dropping the tables flushes the memtable first
+	}
 	for s.round() {
 	}
 	if !empty() {
@@ -682,6 +700,10 @@ func (s *Store) reclaim() {
 // gc runs badger's value-log GC, one file per call, while it finds files
 // worth rewriting, letting queued appends through between files.
 func (s *Store) gc() (files int, err error) {
+	// A rewrite writes a new value-log file before it frees the old one.
+	if _, derr := s.checkDisk(); derr != nil {
+		return 0, nil
+	}
 	for files < gcMaxFiles {
 		err = s.db.RunValueLogGC(0.5)
 		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {

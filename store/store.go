@@ -65,6 +65,16 @@ type Options struct {
 	OnDrop func(m *Message, reason string)
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// MinFreeBytes is the free space the filesystem holding Dir must keep:
+	// below it Append returns ErrDiskFull (AppendNoWait drops, counted as
+	// DropReasonDiskFull), below a quarter of it deletes wait and Open
+	// fails. Badger writes through sparse mapped files, and a write the
+	// full filesystem cannot place kills the process (SIGBUS); see
+	// diskfree.go. Default 8×MemTableSize + 2×ValueLogFileSize (48MB);
+	// negative disables the check.
+	MinFreeBytes int64
+
+	diskFree func(dir string) (int64, bool) // tests; default diskFree
 
 	// Badger tuning for small devices; see README.md.
 
@@ -132,6 +142,12 @@ func (o *Options) setDefaults() error {
 	if o.ValueLogFileSize == 0 {
 		o.ValueLogFileSize = DefaultValueLogFileSize
 	}
+	if o.MinFreeBytes == 0 {
+		o.MinFreeBytes = minFreeDefault(o)
+	}
+	if o.diskFree == nil {
+		o.diskFree = diskFree
+	}
 	// Options badger would refuse must not look like a corrupt store.
 	if o.ValueLogFileSize < 1<<20 || o.ValueLogFileSize >= 1<<30 {
 		return fmt.Errorf("store: value log file size %d outside [1MB, 1GB)", o.ValueLogFileSize)
@@ -193,6 +209,7 @@ type Store struct {
 	victims []uint64
 	drops   []drop
 	failing bool // the last round's write failed: do not spin on it
+	diskLow bool // under mu: free space below MinFreeBytes at the last check
 }
 
 // appendReq is one Append call waiting for the committer. The committer
@@ -240,6 +257,11 @@ func Open(opts Options) (*Store, error) {
 	s.roundBytes = batch / 2
 	s.roundCount = min(4096, int(batch/int64(skl.MaxNodeSize))/2)
 
+	// Opening writes (a fresh memtable's header, flushes of replayed
+	// ones): on a full filesystem that is a SIGBUS, not an error.
+	if free, ok := s.opts.diskFree(opts.Dir); ok && s.opts.MinFreeBytes > 0 && free < s.opts.MinFreeBytes/4 {
+		return nil, fmt.Errorf("store: open %s: %w", opts.Dir, diskFullError(free, s.opts.MinFreeBytes/4, opts.Dir))
+	}
 	for attempt := 0; ; attempt++ {
 		db, err := openDB(&s.opts, s.log)
 		if err == nil {

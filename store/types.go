@@ -73,6 +73,9 @@ const (
 	// DropReasonOverload is a QoS 0 message (AppendNoWait) that arrived
 	// while MaxNoWaitBytes were already waiting for the disk.
 	DropReasonOverload = "overload"
+	// DropReasonDiskFull is a QoS 0 message refused because the filesystem
+	// had less than MinFreeBytes free.
+	DropReasonDiskFull = "disk_full"
 )
 
 // MaxNoWaitBytes bounds the messages AppendNoWait has queued and the
@@ -87,6 +90,10 @@ const MaxNoWaitBytes = 4 << 20
 var (
 	// ErrFull is returned by Append under the Block policy.
 	ErrFull = errors.New("store: full")
+	// ErrDiskFull is returned (wrapped, with the figures) by Append while
+	// the filesystem has less than Options.MinFreeBytes free, and by Open
+	// below a quarter of that.
+	ErrDiskFull = errors.New("store: disk full")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("store: closed")
 )
@@ -107,6 +114,14 @@ type Stats struct {
 	// Recovered counts stores found corrupt at open and moved aside.
 	Recovered uint64 `json:"recovered"`
 	DiskBytes int64  `json:"disk_bytes"` // LSM + value log on disk
+	// DiskFree is the filesystem's free space at the last write (bytes an
+	// unprivileged user may use; 0 until the first write).
+	DiskFree int64 `json:"disk_free"`
+	// RejectedDiskFull counts appends refused with ErrDiskFull (nothing
+	// acknowledged: the device sends again), DroppedDiskFull the QoS 0
+	// messages dropped for the same reason.
+	RejectedDiskFull uint64 `json:"rejected_disk_full"`
+	DroppedDiskFull  uint64 `json:"dropped_disk_full"`
 }
 
 // Queue is what the uplink needs from the store; *Store implements it and

@@ -129,6 +129,11 @@ type Status struct {
 	// Quarantined counts messages moved out of the queue because the cloud
 	// broker kept closing the connection on them (quarantine_after).
 	Quarantined uint64 `json:"quarantined"`
+	// DiskFree is the free space on the store's filesystem at its last
+	// write; RejectedDiskFull counts messages refused because it was below
+	// store.min_free (not acknowledged to the device).
+	DiskFree         int64  `json:"disk_free,omitempty"`
+	RejectedDiskFull uint64 `json:"rejected_disk_full"`
 }
 
 var _ broker.Sink = (*Uplink)(nil)
@@ -387,7 +392,8 @@ func (u *Uplink) Status() Status {
 	}
 	st.DrainRate = u.rate.PerSecond()
 	st.Sent, st.Resent, st.Acked = u.sent.Load(), u.resent.Load(), u.acked.Load()
-	st.Dropped = u.dropped.Load() + qs.DroppedFull + qs.DroppedOverload + qs.Expired
+	st.Dropped = u.dropped.Load() + qs.DroppedFull + qs.DroppedOverload + qs.DroppedDiskFull + qs.Expired
+	st.DiskFree, st.RejectedDiskFull = qs.DiskFree, qs.RejectedDiskFull
 	st.Inflight = int(u.inflight.Load())
 	st.Subscriptions = int(u.activeSubs.Load())
 	st.Received, st.EchoSuppressed = u.received.Load(), u.echoed.Load()

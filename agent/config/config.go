@@ -215,6 +215,11 @@ type Store struct {
 	MaxAge   Duration `toml:"max_age"`
 	OnFull   string   `toml:"on_full"` // drop_oldest, drop_new, block
 	Sync     string   `toml:"sync"`    // always, batch, none
+	// MinFree is the free space the store's filesystem must keep; below
+	// it new messages are refused (store.Options.MinFreeBytes). Unset: the
+	// store's default (48MB). There is no "off": badger on a full
+	// filesystem dies of SIGBUS.
+	MinFree ByteSize `toml:"min_free"`
 }
 
 // Validate implements Validator.
@@ -279,6 +284,9 @@ func (u *Uplink) Validate() error {
 	case "always", "batch", "none":
 	default:
 		errs = append(errs, Field("store.sync", "must be always, batch or none, got %q", u.Store.Sync))
+	}
+	if u.Store.MinFree != 0 && u.Store.MinFree < 4<<20 {
+		errs = append(errs, Field("store.min_free", "%s is below the 4MB minimum (a memtable flush needs room)", u.Store.MinFree))
 	}
 	if u.Store.MaxBytes < 1<<20 {
 		errs = append(errs, Field("store.max_bytes", "%s is below the 1MB minimum", u.Store.MaxBytes))

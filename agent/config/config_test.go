@@ -73,6 +73,7 @@ func TestParseErrors(t *testing.T) {
 		{"duration not a string", "[agent]\nshutdown_timeout = 10", []string{`t.toml:2: agent.shutdown_timeout: expected a duration string such as "30s", got integer 10`}},
 		{"bad size", "[uplink.store]\nmax_bytes = \"12 parsecs\"", []string{`t.toml:2: uplink.store.max_bytes: bad size "12 parsecs" (want a number with a unit: B, KB, MB, GB)`}},
 		{"size below minimum", "[uplink.store]\nmax_bytes = \"64KB\"", []string{`t.toml:2: uplink.store.max_bytes: 64KB is below the 1MB minimum`}},
+		{"min_free below minimum", "[uplink.store]\nmin_free = \"1MB\"", []string{`t.toml:2: uplink.store.min_free: 1MB is below the 4MB minimum (a memtable flush needs room)`}},
 		{"bad enum", "[agent]\nsecurity_profile = \"lax\"", []string{`t.toml:2: agent.security_profile: must be "hardened" or "legacy", got "lax"`}},
 		{"bad placeholder", "[gateway.alpha]\nmountpoint = \"x/${clinetid}/\"", []string{`t.toml:2: gateway.alpha.mountpoint: unknown placeholder ${clinetid} (known: `}},
 		{"client placeholder in agent template", "[uplink]\nclient_id = \"gw-${clientid}\"", []string{`t.toml:2: uplink.client_id: unknown placeholder ${clientid} (known: agent.id, board.model, board.profile, board.serial, hostname) in "gw-${clientid}"`}},
