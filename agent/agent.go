@@ -66,6 +66,9 @@ type Agent struct {
 	// filterMu serialises OnFilter reconciliation with the uplink.
 	filterMu sync.Mutex
 	fleet    *fleet
+	// storeRetry, when set, stops the loop that waits for the store
+	// (sinks.go) and waits for it.
+	storeRetry func()
 
 	mu      sync.Mutex
 	cfg     *config.Config
@@ -177,8 +180,12 @@ func (a *Agent) Start(ctx context.Context) error {
 	// Sinks first: the store and the uplink are in place before any
 	// device can publish.
 	if err := a.startSinks(ctx); err != nil {
-		a.board.Stop(ctx)
-		return err
+		if a.store != nil {
+			// Only the uplink failed (a bad setting): as before, stop here.
+			a.board.Stop(ctx)
+			return err
+		}
+		a.awaitStore(ctx, err)
 	}
 	if err := a.startFleet(); err != nil {
 		a.log.Error("fleet pushes off", "error", err)
@@ -206,6 +213,13 @@ func (a *Agent) Stop(ctx context.Context) error {
 	// The fleet loop may be applying a push (which takes a.mu): end it first.
 	if f != nil {
 		f.close()
+	}
+	a.mu.Lock()
+	retry := a.storeRetry
+	a.storeRetry = nil
+	a.mu.Unlock()
+	if retry != nil {
+		retry() // it takes a.mu itself
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -318,12 +332,15 @@ func (a *Agent) restartUplink(ctx context.Context, uc config.Uplink) error {
 		a.store = st
 	}
 	if old := a.uplink.Swap(nil); old != nil {
-		a.broker.SetSink(nil)
+		// Until the new uplink is the sink, device publishes are refused
+		// (they come again), not acknowledged and routed nowhere.
+		a.broker.SetSink(storeDown{errors.New("agent: uplink restarting")})
 		if err := old.Stop(ctx); err != nil {
 			a.log.Warn("uplink stop", "error", err)
 		}
 	}
 	if !uplinkWanted(uc) {
+		a.broker.SetSink(nil)
 		return nil
 	}
 	return a.startUplink(ctx, uc)
