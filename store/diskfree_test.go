@@ -133,12 +133,20 @@ func TestDiskFullTmpfs(t *testing.T) {
 		t.Run(fmt.Sprintf("guard=%v", guard), func(t *testing.T) {
 			cmd := childCommand(t, "-test.run=^TestDiskFullChild$", "-test.count=1", "-test.v", "-test.timeout=2m")
 			cmd.Env = append(os.Environ(), diskFullEnv+"="+t.TempDir(), fmt.Sprintf("%s_GUARD=%v", diskFullEnv, guard))
-			cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
-			if os.Geteuid() != 0 {
-				cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWUSER
-				cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
-				cmd.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+			// A mount namespace through util-linux's unshare, not clone
+			// flags: under qemu-user (the 32-bit ARM run) the emulator
+			// cannot clone into namespaces. Not root: a user namespace too.
+			unshare, err := exec.LookPath("unshare")
+			if err != nil {
+				t.Fatalf("unshare (util-linux) is needed: %v", err)
 			}
+			args := []string{"--mount"}
+			if os.Geteuid() != 0 {
+				args = append(args, "--user", "--map-root-user")
+			}
+			env := cmd.Env
+			cmd = exec.Command(unshare, append(append(args, "--"), append([]string{cmd.Path}, cmd.Args[1:]...)...)...)
+			cmd.Env = env
 			out, err := cmd.CombinedOutput()
 			var ee *exec.ExitError
 			switch {
