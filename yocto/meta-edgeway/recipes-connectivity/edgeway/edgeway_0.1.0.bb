@@ -11,19 +11,44 @@ LICENSE = "CLOSED"
 
 GO_IMPORT = "github.com/edgeway/edgeway"
 
+# packaging/VERSION, as in the recipe's file name (PV gets +git below).
+EDGEWAY_VERSION := "${PV}"
+
 # The source, and the Go modules it needs as a vendor/ tree: compile then
 # needs no network (see README.md for how the tarball is made). Point
 # EDGEWAY_VENDOR_URI at a mirror, or drop the tarball into files/.
-EDGEWAY_VENDOR_URI ?= "file://edgeway-${PV}-vendor.tar.xz"
+EDGEWAY_VENDOR_URI ?= "file://edgeway-${EDGEWAY_VERSION}-vendor.tar.xz"
 SRC_URI = "git://github.com/edgeway/edgeway.git;protocol=https;branch=main;destsuffix=${GO_SRCURI_DESTSUFFIX} \
            ${EDGEWAY_VENDOR_URI};subdir=${GO_SRCURI_DESTSUFFIX} \
           "
-# Releases pin the commit of tag v${PV} in a bbappend or local.conf:
+# No default commit: ${AUTOREV} would make every parse of every image ask
+# GitHub for the tip of main (and fail offline). Pin the commit of tag
+# v${EDGEWAY_VERSION} in a bbappend or local.conf, or opt into the tip:
 #   SRCREV:pn-edgeway = "<40-hex commit>"
-SRCREV ?= "${AUTOREV}"
+#   SRCREV:pn-edgeway = "${AUTOREV}"
 PV .= "+git"
 
 inherit go-mod systemd useradd
+
+# Where the source lands, below WORKDIR (scarthgap) or UNPACKDIR: S/src/
+# GO_IMPORT. Newer go.bbclass sets this itself; scarthgap's has none.
+GO_SRCURI_DESTSUFFIX ?= "${BP}/src/${GO_IMPORT}/"
+
+# Until SRCREV and the vendor tarball are given, skip the recipe (with the
+# reason) rather than fail the parse of every image that has the layer.
+python () {
+    if d.getVar('SRCREV') in (None, '', 'INVALID'):
+        raise bb.parse.SkipRecipe("set SRCREV:pn-edgeway to the commit to build (see meta-edgeway/README.md)")
+    uri = d.getVar('EDGEWAY_VENDOR_URI')
+    if uri.startswith('file://'):
+        name = uri[len('file://'):].split(';')[0]
+        found, tried = bb.utils.which(d.getVar('FILESPATH'), name, history=True)
+        if not found:
+            # Parse again (not from the cache) once it is there.
+            for f in tried:
+                bb.parse.mark_dependency(d, f)
+            raise bb.parse.SkipRecipe("no %s: `make vendor-tarball` makes it; copy it to recipes-connectivity/edgeway/files/ or set EDGEWAY_VENDOR_URI (see meta-edgeway/README.md)" % name)
+}
 
 GO_INSTALL = "${GO_IMPORT}/cmd/edgeway"
 # Unstripped: the packaging step splits debug info into edgeway-dbg.
@@ -74,8 +99,8 @@ do_install:append() {
 
     install -d -m 0750 -o edgeway -g edgeway ${D}${localstatedir}/lib/edgeway
 
-    # go.bbclass also installs the sources for a -dev package; a static
-    # agent has no use for them on the image.
+    # go.bbclass also installs the sources (vendor/ too) for a -dev
+    # package; nothing links against the agent, so drop them.
     rm -rf ${D}${libdir}/go
 }
 
