@@ -145,6 +145,7 @@ func TestOutageBacklogArrivesInOrder(t *testing.T) {
 		dups := checkSequence(t, got, n)
 		t.Logf("%d messages, %d duplicates, %d connections", len(got), dups, p.Conns())
 		eventually(t, 10*time.Second, "an empty queue", func() bool { return q.len() == 0 })
+		eventually(t, 5*time.Second, "acked to count every message", func() bool { return r.u.Status().Acked >= n }) // added just after Delete
 		st = r.u.Status()
 		if st.Acked != n || st.Dropped != 0 {
 			t.Errorf("acked %d dropped %d, want %d and 0", st.Acked, st.Dropped, n)
