@@ -87,43 +87,55 @@ func (d *pageData) values(assetURL func(string) string) map[string]string {
 		board = esc(st.Agent.BoardModel) + " · " + board
 	}
 	v := map[string]string{
-		"agent_id":  esc(st.Agent.ID),
-		"asset_css": esc(assetURL("app.css")),
-		"asset_js":  esc(assetURL("app.js")),
-		"admin":     strconv.FormatBool(d.Admin),
-		"window":    strconv.FormatInt(st.Charts.Window, 10),
-		"version":   esc(st.Agent.Version),
-		"uptime":    esc(st.Agent.Uptime),
-		"board":     board,
-		"user":      esc(d.User),
-		"role":      esc(st.Role),
+		"agent_id":     esc(st.Agent.ID),
+		"asset_css":    esc(assetURL("app.css")),
+		"asset_js":     esc(assetURL("app.js")),
+		"admin":        strconv.FormatBool(d.Admin),
+		"window":       strconv.FormatInt(st.Charts.Window, 10),
+		"version":      esc(st.Agent.Version),
+		"uptime":       esc(st.Agent.Uptime),
+		"board":        board,
+		"user":         esc(d.User),
+		"role":         esc(st.Role),
+		"uplink":       uplinkHTML(st.Uplink),
+		"events":       eventsHTML(st.Events),
+		"gateway_rows": gatewayRowsHTML(st.Gateways, d.Admin),
+		"client_rows":  clientRowsHTML(d.Clients, d.Admin),
 	}
 	if d.Admin {
 		v["admin_th"] = "<th></th>"
 	}
+	return v
+}
 
-	var b strings.Builder
-	if u := st.Uplink; u != nil {
-		fmt.Fprintf(&b, `<dl class="facts" id="uplink">
+// adminCell starts the admin column's cell on its own line, as the rows'
+// other cells are.
+const adminCell = "\n        <td>"
+
+func uplinkHTML(u map[string]any) string {
+	if u == nil {
+		return `<p id="uplink-none">This agent has no uplink.</p>`
+	}
+	return fmt.Sprintf(`<dl class="facts" id="uplink">
     <div><dt>State</dt><dd id="uplink-state" class="state-%[1]s">%[1]s</dd></div>
     <div><dt>Queue</dt><dd id="uplink-queue">%s msgs</dd></div>
     <div><dt>Oldest</dt><dd id="uplink-oldest">%s</dd></div>
     <div><dt>Drain</dt><dd id="uplink-drain">%s/s</dd></div>
     <div class="wide"><dt>Last error</dt><dd id="uplink-error">%s</dd></div>
   </dl>`, esc(u["state"]), esc(u["queue_messages"]), esc(u["oldest_age"]), esc(u["drain_rate"]), esc(u["last_error"]))
-	} else {
-		b.WriteString(`<p id="uplink-none">This agent has no uplink.</p>`)
-	}
-	v["uplink"] = b.String()
+}
 
-	b.Reset()
-	for _, e := range st.Events {
+func eventsHTML(events []eventJSON) string {
+	var b strings.Builder
+	for _, e := range events {
 		fmt.Fprintf(&b, `<li><time>%s</time> <b>%s</b> %s %s %s</li>`, esc(e.Time), esc(e.Name), esc(e.Gateway), esc(e.ClientID), esc(e.Reason))
 	}
-	v["events"] = b.String()
+	return b.String()
+}
 
-	b.Reset()
-	for _, g := range st.Gateways {
+func gatewayRowsHTML(gateways []map[string]any, admin bool) string {
+	var b strings.Builder
+	for _, g := range gateways {
 		name := esc(g["name"])
 		fmt.Fprintf(&b, `<tr data-gateway="%[1]s">
         <td>%[1]s</td>
@@ -139,28 +151,29 @@ func (d *pageData) values(assetURL func(string) string) map[string]string {
 			fmt.Fprintf(&b, `<li><span class="badge %s">%s</span> %s · %s</li>`, state, esc(l["id"]), esc(l["address"]), esc(l["current_connections"]))
 		}
 		b.WriteString(`</ul></td>`)
-		if d.Admin {
+		if admin {
+			enable, label := "true", "Enable"
 			if g["status"] == "running" {
-				fmt.Fprintf(&b, "\n        "+`<td><button class="toggle" data-gateway="%s" data-enable="false">Disable</button></td>`, name)
-			} else {
-				fmt.Fprintf(&b, "\n        "+`<td><button class="toggle" data-gateway="%s" data-enable="true">Enable</button></td>`, name)
+				enable, label = "false", "Disable"
 			}
+			fmt.Fprintf(&b, adminCell+`<button class="toggle" data-gateway="%s" data-enable="%s">%s</button></td>`, name, enable, label)
 		}
 		b.WriteString("\n      </tr>\n    ")
 	}
-	v["gateway_rows"] = b.String()
+	return b.String()
+}
 
-	b.Reset()
-	for _, c := range d.Clients {
+func clientRowsHTML(clients []map[string]any, admin bool) string {
+	var b strings.Builder
+	for _, c := range clients {
 		id, gw := esc(c["clientid"]), esc(c["gateway"])
 		fmt.Fprintf(&b, `<tr data-clientid="%[1]s" data-gateway="%[2]s">
         <td>%[1]s</td><td>%[2]s</td><td class="opt">%[3]s</td>
         <td class="opt">%[4]s</td><td class="opt">%[5]s</td>`, id, gw, esc(c["username"]), esc(c["ip_address"]), esc(c["connected_at"]))
-		if d.Admin {
-			fmt.Fprintf(&b, "\n        "+`<td><button class="kick" data-gateway="%s" data-clientid="%s">Kick</button></td>`, gw, id)
+		if admin {
+			fmt.Fprintf(&b, adminCell+`<button class="kick" data-gateway="%s" data-clientid="%s">Kick</button></td>`, gw, id)
 		}
 		b.WriteString("\n      </tr>\n    ")
 	}
-	v["client_rows"] = b.String()
-	return v
+	return b.String()
 }
