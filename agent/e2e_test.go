@@ -83,6 +83,17 @@ func startE2E(t *testing.T) (*Agent, *cloudtest.Cloud) {
 // on the same dir.
 func runE2EAgent(t *testing.T, template, cloud, dir string) (a *Agent, stop func()) {
 	t.Helper()
+	a, stop = startE2EAgent(t, template, cloud, dir)
+	gwtest.Eventually(t, "uplink connected", func() bool {
+		u := a.Uplink()
+		return u != nil && u.Status().State == uplink.StateConnected
+	})
+	return a, stop
+}
+
+// startE2EAgent is runE2EAgent without waiting for the uplink.
+func startE2EAgent(t *testing.T, template, cloud, dir string) (a *Agent, stop func()) {
+	t.Helper()
 	src := strings.NewReplacer("DATA", filepath.Join(dir, "data"), "CLOUD", cloud).Replace(template)
 	path := filepath.Join(dir, "edgeway.toml")
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
@@ -105,10 +116,6 @@ func runE2EAgent(t *testing.T, template, cloud, dir string) (a *Agent, stop func
 		a.Stop(ctx)
 	})
 	t.Cleanup(stop)
-	gwtest.Eventually(t, "uplink connected", func() bool {
-		u := a.Uplink()
-		return u != nil && u.Status().State == uplink.StateConnected
-	})
 	return a, stop
 }
 

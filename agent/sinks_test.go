@@ -1,15 +1,11 @@
 package agent
 
 import (
-	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgeway/edgeway/agent/config"
 	"github.com/edgeway/edgeway/internal/cloudtest"
 	"github.com/edgeway/edgeway/internal/gwtest"
 	"github.com/edgeway/edgeway/protocols/mqttsn/mqttsntest"
@@ -35,27 +31,8 @@ func TestStoreUnavailableAtStart(t *testing.T) {
 	}
 	defer holder.Close()
 
-	src := strings.NewReplacer("DATA", filepath.Join(dir, "data"), "CLOUD", cl.Addr).Replace(e2eConfig)
-	path := filepath.Join(dir, "edgeway.toml")
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(cfg, Options{ConfigPath: path, BoardRoot: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatalf("start with the queue held elsewhere: %v (the agent should come up and wait for it)", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		a.Stop(ctx)
-	})
+	// Start fails the test if the agent does not come up and wait.
+	a, _ := startE2EAgent(t, e2eConfig, cl.Addr, dir)
 	if a.Uplink() != nil {
 		t.Fatal("uplink running without a store")
 	}
